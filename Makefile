@@ -1,0 +1,33 @@
+# Everything installs itself: `make demo` and `make test` work on a fresh machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DB ?= demo-out/deploybench.db
+
+.PHONY: install demo test test-unit test-integration bench clean
+
+install:
+	@bash scripts/install.sh
+
+# The main job: a small real study on this host, its results table.
+demo: install
+	@mkdir -p demo-out
+	$(VENV)/bin/deploybench doctor
+	$(VENV)/bin/deploybench run BM/1/PIN/CPU BM/1/VNL/CPU BM/2/PIN/CPU BM/2/VNL/CPU \
+	    --app ic --model-size full --requests 32 --repeat 3 --db $(DEMO_DB)
+	$(VENV)/bin/deploybench show --db $(DEMO_DB)
+
+# Unit and integration tests (integration launches real cgroups, runtimes and guests).
+test: install
+	$(PY) -m pytest -m "integration or not integration" tests
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+test-integration: install
+	$(PY) -m pytest -m integration tests/integration
+
+bench: install
+	$(PY) benchmarks/probe_effect.py
+
+clean:
+	rm -rf demo-out test-artifacts .pytest_cache

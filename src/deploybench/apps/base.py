@@ -1,0 +1,61 @@
+"""The App protocol: the one seam every application plugs into.
+
+An app runs *inside* the platform, driven by the worker. The worker times exactly three
+calls per request -- ``preprocess`` (which must read its input from disk), ``infer`` (the
+model only) and ``postprocess`` -- so whatever an app does in them is what the study
+measures. Everything else (model construction, data generation) is untimed.
+
+Writing your own app::
+
+    class MyApp:
+        name = "mine"
+        sizes = ("tiny", "full")
+        def generate_data(self, out_dir, count, seed): ...   # write `count` input files
+        def load(self, data_dir, size, backend, threads): ... # build the model, list files
+        def sample_ids(self): ...                              # file names a query can name
+        def preprocess(self, sample_id): ...                   # read + decode one input
+        def infer(self, batch): ...                            # model on a list of inputs
+        def postprocess(self, output): ...                     # one result per input
+
+then ``deploybench run BM/1/PIN/CPU --app my_module:MyApp``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+
+@runtime_checkable
+class App(Protocol):
+    name: ClassVar[str]
+    #: model sizes the app accepts; the first is the default (paper-like) size.
+    sizes: ClassVar[tuple[str, ...]]
+
+    def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
+        """Write ``count`` deterministic input files (real formats) into ``out_dir``."""
+
+    def load(self, data_dir: Path, size: str, backend: str, threads: int) -> None:
+        """Build the model of ``size`` on ``backend`` with ``threads`` threads; find inputs."""
+
+    def sample_ids(self) -> Sequence[str]:
+        """The inputs a query can name (typically file names under ``data_dir``)."""
+
+    def preprocess(self, sample_id: str) -> Any:
+        """Read one input from disk and turn it into model input. Timed."""
+
+    def infer(self, batch: Sequence[Any]) -> Any:
+        """Run the model on a list of preprocessed inputs. Timed."""
+
+    def postprocess(self, output: Any) -> Sequence[Any]:
+        """Turn the model output into one result per input of the batch. Timed."""
+
+
+class AppError(RuntimeError):
+    """An app that cannot be loaded or run; the message is one line for people."""
+
+
+def check_size(app: App, size: str) -> None:
+    if size not in app.sizes:
+        raise AppError(
+            f"app {app.name!r} has no model size {size!r}: use one of {', '.join(app.sizes)}"
+        )

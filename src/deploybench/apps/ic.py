@@ -1,0 +1,92 @@
+"""Image classification (IC), after MLPerf's ResNet50-v1.5 on ImageNet.
+
+preprocess: read the JPEG from disk, decode, resize the shorter side to 256 (bilinear),
+centre-crop 224, scale to [0,1], normalise with ImageNet mean/std -> CHW float tensor.
+infer: the ResNet on the stacked batch. postprocess: softmax, top-5 with label names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from ..datasets import read_manifest
+from .base import AppError, check_size
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class ImageClassification:
+    name: ClassVar[str] = "ic"
+    sizes: ClassVar[tuple[str, ...]] = ("full", "small", "tiny")
+    backends: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def __init__(self) -> None:
+        self.data_dir: Path | None = None
+        self.files: list[str] = []
+        self.labels: list[str] = []
+        self.model: Any = None
+        self.device = "cpu"
+
+    def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
+        from ..datasets.images import generate_imagenet_like
+
+        generate_imagenet_like(Path(out_dir), count, seed)
+
+    def load(self, data_dir: Path, size: str, backend: str, threads: int,
+             device: str = "cpu") -> None:
+        import torch
+
+        from ..models.resnet import build_resnet
+
+        check_size(self, size)
+        if backend not in self.backends:
+            raise AppError(f"app ic has no backend {backend!r}: use one of {', '.join(self.backends)}")
+        self.data_dir = Path(data_dir)
+        manifest = read_manifest(self.data_dir)
+        self.files = list(manifest["files"])
+        self.labels = (self.data_dir / manifest.get("labels", "labels.txt")).read_text().splitlines()
+        self.device = device
+        self.model = build_resnet(size).to(device)
+        self._torch = torch
+
+    def sample_ids(self) -> Sequence[str]:
+        return self.files
+
+    def preprocess(self, sample_id: str) -> Any:
+        from PIL import Image
+
+        assert self.data_dir is not None
+        with Image.open(self.data_dir / sample_id) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = 256 / min(w, h)
+            img = img.resize((max(256, round(w * scale)), max(256, round(h * scale))),
+                             Image.BILINEAR)
+            w, h = img.size
+            left, top = (w - 224) // 2, (h - 224) // 2
+            img = img.crop((left, top, left + 224, top + 224))
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+        arr = (arr - MEAN) / STD
+        return self._torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+    def infer(self, batch: Sequence[Any]) -> Any:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.stack(list(batch)).to(self.device)
+            logits = self.model(x)
+            if self.device != "cpu":
+                logits = logits.cpu()  # the copy back is part of inference on a GPU
+        return logits
+
+    def postprocess(self, output: Any) -> Sequence[Any]:
+        torch = self._torch
+        probs = torch.softmax(output, dim=1)
+        top = torch.topk(probs, k=5, dim=1)
+        results = []
+        for values, indices in zip(top.values.tolist(), top.indices.tolist()):
+            results.append([{"label": self.labels[i], "index": i, "p": round(p, 6)}
+                            for i, p in zip(indices, values)])
+        return results

@@ -1,0 +1,241 @@
+"""The `deploybench` command line. Imports are lazy: `deploybench --help` loads no torch."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Measure the end-to-end inference time of deep-learning apps on bare "
+                       "metal, containers, VMs, micro-VMs and containers in VMs.")
+
+DB_OPTION = typer.Option("deploybench.db", "--db", help="result store (SQLite file)")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .apps.base import AppError
+    from .platforms.base import PlatformError
+    from .platforms.cpu import CgroupError
+    from .scenario import ScenarioError
+    from .store import StoreError
+
+    return (AppError, PlatformError, CgroupError, ScenarioError, StoreError, FileNotFoundError)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors for people: one line on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted: runs finished so far are stored", err=True)
+            raise typer.Exit(130)
+        except Exception as exc:  # noqa: BLE001 - filtered just below
+            if isinstance(exc, _user_errors()):
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                typer.echo(f"error: {message}", err=True)
+                raise typer.Exit(2)
+            raise
+
+    return wrapper
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_table(summaries: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="E2E inference time per request (ms)", show_lines=False)
+    for column in ("scenario", "app", "size", "runs", "E2E mean ± 95% CI", "p50", "p90", "p99",
+                   "pre", "infer", "post", "req/s", "cpus", "warnings"):
+        table.add_column(column, justify="right" if column not in ("scenario", "app", "warnings") else "left")
+    for s in summaries:
+        ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
+        basis = "" if s.ci_basis == "runs" else "*"
+        table.add_row(s.scenario, s.app, s.model_size, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
+                      _fmt(s.p50_ms), _fmt(s.p90_ms), _fmt(s.p99_ms), _fmt(s.pre_ms), _fmt(s.infer_ms),
+                      _fmt(s.post_ms), _fmt(s.samples_per_s, 1),
+                      ",".join(map(str, s.affinity_cpus)), " ".join(s.warnings))
+    console = Console(width=max(150, Console().width))
+    console.print(table)
+    if any(s.ci_basis != "runs" for s in summaries):
+        console.print("* single run: CI over its requests, not over independent runs (use --repeat)")
+
+
+def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[Any]:
+    """Parse and check every scenario before running any (one-line errors)."""
+    from .platforms import create_platform, implemented
+    from .platforms.base import PlatformError
+    from .scenario import Scenario
+    from .system import host_facts
+
+    facts = host_facts()
+    out = []
+    for name in names:
+        scenario = Scenario.parse(name, **workload)
+        scenario.check_fits(facts.cores)
+        if not implemented(scenario.platform):
+            raise PlatformError(f"{scenario.name}: platform {scenario.platform.value} is not available in this version")
+        platform = create_platform(scenario.platform, options)
+        reason = platform.unavailable_reason(facts)
+        if reason is None and hasattr(platform, "scenario_problem"):
+            reason = platform.scenario_problem(scenario, facts)
+        if reason:
+            raise PlatformError(f"{scenario.name} cannot run here: {reason}")
+        out.append((scenario, platform))
+    return out
+
+
+@app.command()
+@friendly
+def run(
+    scenarios: List[str] = typer.Argument(..., help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/2/PIN/CPU"),
+    app_name: str = typer.Option("ic", "--app", help="ic, or module:Class for your own app"),
+    model_size: Optional[str] = typer.Option(None, "--model-size", help="model size (default: the app's paper-like size)"),
+    backend: str = typer.Option("torch", "--backend", help="inference backend"),
+    requests: int = typer.Option(32, "--requests", min=1, help="requests per run"),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="runs per scenario (interleaved)"),
+    loadgen_scenario: str = typer.Option("Offline", "--loadgen-scenario", help="Offline, SingleStream or Server"),
+    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    inference_only: bool = typer.Option(False, "--inference-only", help="time the model only (DLBS-style)"),
+    target_qps: float = typer.Option(10.0, "--target-qps", help="Server scenario arrival rate"),
+    data_count: int = typer.Option(64, "--data-count", min=1, help="input files in the data set"),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help="cores for PIN scenarios, e.g. 2,3"),
+    timeout: float = typer.Option(900.0, "--timeout", help="seconds before a run is killed"),
+    db: Path = DB_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="print the summaries as JSON"),
+) -> None:
+    """Run scenarios now and store every run."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .apps import resolve_app_class
+    from .apps.base import AppError
+    from .datasets.cache import ensure_data
+    from .findings import summarize
+    from .platforms.base import PlatformOptions
+    from .scenario import parse_cpu_list
+    from .store import Store
+    from .sweep import RunSettings, run_and_store
+
+    app_cls = resolve_app_class(app_name)
+    size = model_size or app_cls.sizes[0]
+    if size not in app_cls.sizes:
+        raise AppError(f"app {app_name!r} has no model size {size!r}: use one of {', '.join(app_cls.sizes)}")
+    workload = dict(app=app_name, model_size=size, backend=backend, requests=requests,
+                    loadgen_scenario=loadgen_scenario, batch_size=batch_size,
+                    inference_only=inference_only)
+    options = PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None)
+    planned = _validate(scenarios, workload, options)
+    store = Store(db)
+    data_dir = ensure_data(app_cls(), data_count, 0)
+    settings = RunSettings(timeout_s=timeout, server_target_qps=target_qps)
+    records = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=True, disable=as_json) as progress:
+        task = progress.add_task("running", total=len(planned) * repeat)
+        for rep in range(repeat):
+            for scenario, platform in planned:
+                progress.update(task, description=f"{scenario.name} {scenario.app} #{rep + 1}")
+                record = run_and_store(scenario, platform, store, data_dir=data_dir,
+                                       settings=settings, repetition=rep)
+                records.append(record)
+                if record.status != "ok":
+                    progress.console.print(f"[red]{scenario.name} {record.status}[/red]: {record.error}")
+                progress.advance(task)
+    summaries = summarize(records)
+    if as_json:
+        typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
+    else:
+        print_table(summaries)
+    failed = [r for r in records if r.status != "ok"]
+    if failed:
+        typer.echo(f"{len(failed)} of {len(records)} runs failed (stored with their reasons)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def show(
+    db: Path = DB_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="a list of JSON objects"),
+    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
+) -> None:
+    """One line per scenario: runs, mean E2E with 95% CI, percentiles, phases, warnings."""
+    from .findings import summarize
+    from .store import Store
+
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
+    store = Store(db)
+    records = store.runs()
+    if app_name:
+        records = [r for r in records if r.scenario.app == app_name]
+    summaries = summarize(records)
+    if as_json:
+        typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
+        return
+    if not summaries:
+        typer.echo(f"no successful runs in {db}")
+    else:
+        print_table(summaries)
+    failed = [r for r in records if r.status != "ok"]
+    if failed:
+        typer.echo(f"{len(failed)} failed runs: " + "; ".join(
+            f"{r.scenario.name} {r.status}: {r.error}" for r in failed[-5:]))
+
+
+@app.command()
+@friendly
+def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
+    """What this host can run (cgroups, KVM, runtimes, GPU) and, for what it cannot, why."""
+    from .system import doctor_checks, host_facts
+
+    checks = doctor_checks()
+    if as_json:
+        typer.echo(json.dumps({"host": host_facts().to_json(),
+                               "checks": [c.to_json() for c in checks]}, indent=1))
+        return
+    for check in checks:
+        mark = "ok " if check.ok else "no "
+        typer.echo(f"{mark} {check.name:<22} {check.detail}")
+
+
+@app.command()
+@friendly
+def data(
+    app_name: str = typer.Option("ic", "--app"),
+    count: int = typer.Option(64, "--count", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder (default: the cache)"),
+    force: bool = typer.Option(False, "--force", help="generate again even if present"),
+) -> None:
+    """Generate an app's input data set (real file formats) and print its folder."""
+    from .apps import create_app
+    from .datasets.cache import ensure_data
+
+    path = ensure_data(create_app(app_name), count, seed, out_dir=out, force=force)
+    typer.echo(str(path))
+
+
+def main() -> None:
+    app(prog_name="deploybench")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Platform registry: one class per execution platform, found by the paper's name."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..scenario import PlatformName
+from .base import Platform, PlatformError, PlatformOptions, RunOutcome
+
+_PLATFORMS: dict[PlatformName, str] = {
+    PlatformName.BM: "deploybench.platforms.baremetal:BareMetal",
+}
+
+
+def platform_class(name: PlatformName) -> type:
+    spec = _PLATFORMS.get(name)
+    if spec is None:
+        raise PlatformError(f"platform {name.value} is not implemented yet in this version")
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create_platform(name: PlatformName, options: PlatformOptions | None = None) -> Platform:
+    return platform_class(name)(options)
+
+
+def all_platforms() -> list[Any]:
+    """An instance of every platform this version knows (for doctor and planning)."""
+    return [platform_class(name)() for name in PlatformName if name in _PLATFORMS]
+
+
+def implemented(name: PlatformName) -> bool:
+    return name in _PLATFORMS
+
+
+__all__ = ["Platform", "PlatformError", "PlatformOptions", "RunOutcome", "all_platforms", "create_platform",
+           "implemented", "platform_class"]

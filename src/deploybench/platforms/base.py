@@ -1,0 +1,157 @@
+"""The Platform protocol and what every platform shares: launching the worker as a process
+with a deadline, and the outcome it returns.
+
+A platform launches ``python -m deploybench.worker --job JOB`` inside itself and returns
+the worker's result plus host-side facts (start latency, cgroup cpu.stat, vCPU mapping,
+accelerator). It always cleans up -- on success, failure, timeout and Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol, Sequence
+
+from ..scenario import Scenario
+from ..system import HostFacts
+from ..worker.job import SchemaError, WorkerJob, WorkerResult
+
+
+class PlatformError(RuntimeError):
+    """A platform that cannot run a scenario here; the message is one line for people."""
+
+
+@dataclass(frozen=True)
+class PlatformOptions:
+    """Settings a user may give platforms; each platform reads the ones it knows."""
+
+    pin_cpus: tuple[int, ...] | None = None  # explicit cores for PIN scenarios
+    runtime: str = "runc"  # OCI runtime for CN/VMCN
+    engine: str | None = None  # docker | podman for CN, None = the runtime directly
+    accel: str = "auto"  # VM accelerator: auto | kvm | tcg
+    kernel: str | None = None  # guest kernel for VM/MVM
+    initrd: str | None = None  # guest initramfs for VM/MVM
+
+
+@dataclass
+class RunOutcome:
+    """What a platform reports for one run.
+
+    status: ``ok`` (the worker succeeded), ``failed`` (it ran but failed or gave no result),
+    ``timeout`` (killed at the deadline) or ``interrupted`` (Ctrl-C).
+    """
+
+    status: str
+    result: WorkerResult | None = None
+    error: str | None = None
+    host_facts: dict[str, Any] = field(default_factory=dict)
+    console_tail: str = ""
+
+
+class Platform(Protocol):
+    name: ClassVar[str]
+
+    def unavailable_reason(self, host: HostFacts) -> str | None:
+        """None when this platform can run here, else one line saying why not."""
+
+    def run(self, scenario: Scenario, job: WorkerJob, timeout_s: float) -> RunOutcome:
+        """Run ``job`` inside the platform as ``scenario`` says; always clean up."""
+
+
+def tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode(errors="replace")
+
+
+def worker_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker starts with: thread pools sized to the budget from the
+    first instruction (the worker sets them again, for platforms that drop the env)."""
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+        env[name] = str(threads)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class ProcessRun:
+    returncode: int | None  # None when killed at the deadline
+    timed_out: bool
+    interrupted: bool
+    launch_wall: float
+    end_wall: float
+
+
+def run_process(cmd: Sequence[str], *, env: dict[str, str], timeout_s: float,
+                stdout: Path, stderr: Path, preexec_fn: Callable[[], None] | None = None,
+                kill: Callable[[subprocess.Popen], None] | None = None) -> ProcessRun:
+    """Run ``cmd`` in its own session with a deadline; kill it (and its group) on timeout or
+    Ctrl-C. ``kill`` may add platform-specific killing (e.g. a whole cgroup)."""
+    launch = time.time()
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, preexec_fn=preexec_fn,
+                                start_new_session=True)
+        timed_out = interrupted = False
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                if kill is not None:
+                    kill(proc)
+                proc.wait()
+    return ProcessRun(None if (timed_out or interrupted) else proc.returncode, timed_out,
+                      interrupted, launch, time.time())
+
+
+def read_result(job: WorkerJob) -> tuple[WorkerResult | None, str | None]:
+    path = Path(job.result_path)
+    if not path.exists():
+        return None, "the worker wrote no result"
+    try:
+        return WorkerResult.read(path), None
+    except (ValueError, SchemaError, OSError) as exc:
+        return None, f"unreadable worker result: {exc}"
+
+
+def outcome_from(proc: ProcessRun, job: WorkerJob, stderr_path: Path,
+                 host_facts: dict[str, Any], timeout_s: float) -> RunOutcome:
+    """Turn a finished process into an outcome, whatever state it ended in."""
+    result, problem = read_result(job)
+    console = tail(stderr_path)
+    host_facts = dict(host_facts)
+    host_facts["launch_wall"] = proc.launch_wall
+    host_facts["end_wall"] = proc.end_wall
+    if result is not None and "first_query_wall" in result.timings:
+        host_facts["start_latency_s"] = round(result.timings["first_query_wall"] - proc.launch_wall, 4)
+    if result is not None and "worker_end_wall" in result.timings:
+        host_facts["stop_latency_s"] = round(proc.end_wall - result.timings["worker_end_wall"], 4)
+    if proc.interrupted:
+        return RunOutcome("interrupted", result, "interrupted (Ctrl-C)", host_facts, console)
+    if proc.timed_out:
+        return RunOutcome("timeout", result, f"killed after the {timeout_s:g} s timeout",
+                          host_facts, console)
+    if result is None:
+        last = console.strip().splitlines()[-1] if console.strip() else ""
+        return RunOutcome("failed", None, f"{problem} (exit status {proc.returncode}){': ' + last if last else ''}",
+                          host_facts, console)
+    if result.status != "ok":
+        return RunOutcome("failed", result, result.error or "the worker failed", host_facts, console)
+    return RunOutcome("ok", result, None, host_facts, console)

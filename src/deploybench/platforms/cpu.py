@@ -1,0 +1,305 @@
+"""CPU provisioning with cgroups (v1 and v2): a CFS quota of N cores (VNL) or a cpuset of
+N specific cores (PIN), created fresh for every run and always removed afterwards.
+
+Both modes get both controllers: VNL gets a cpuset of *all* usable host cores (so a worker
+launched from a restricted shell still floats over the whole host, as the paper's vanilla
+does) plus the quota; PIN gets its cpuset and no quota. Either way the run's ``cpu.stat``
+(periods, throttling) and CPU usage are read back before removal.
+
+The cgroup root is a parameter so unit tests can run the logic on a fake tree.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..scenario import format_cpu_list, parse_cpu_list
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PREFIX = "deploybench-"
+CFS_PERIOD_US = 100_000
+
+
+class CgroupError(RuntimeError):
+    pass
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise CgroupError(f"cannot write {value!r} to {path}: {exc.strerror or exc}") from None
+
+
+def detect_version(root: Path = CGROUP_ROOT) -> int | None:
+    """2 for a pure cgroup v2 mount, 1 for v1 with cpu and cpuset controllers, else None."""
+    if (root / "cgroup.controllers").exists():
+        return 2
+    if (root / "cpu").is_dir() and (root / "cpuset").is_dir():
+        return 1
+    return None
+
+
+def writable_reason(root: Path = CGROUP_ROOT) -> str | None:
+    """None when we can create cgroups here, else why not (one line)."""
+    version = detect_version(root)
+    if version is None:
+        return f"no cgroup cpu/cpuset controllers under {root}"
+    probe_parent = root if version == 2 else root / "cpu"
+    probe = probe_parent / f"{PREFIX}probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        return f"cgroup v{version} at {root} is not writable ({exc.strerror}): run as root"
+    return None
+
+
+@dataclass
+class CpuLimits:
+    """What a run's cgroup imposes."""
+
+    cpus: list[int]  # the cpuset
+    quota_cores: float | None  # CFS quota in cores, None = unlimited
+    period_us: int = CFS_PERIOD_US
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cpus": self.cpus, "quota_cores": self.quota_cores, "period_us": self.period_us}
+
+
+@dataclass
+class RunCgroup:
+    """A created cgroup (one directory per controller on v1, one directory on v2)."""
+
+    version: int
+    dirs: dict[str, Path]  # controller -> directory ("cpu", "cpuset", "cpuacct" or "unified")
+    limits: CpuLimits
+    removed: bool = field(default=False)
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in dict.fromkeys(self.dirs.values())]
+
+    def attach(self, pid: int = 0) -> None:
+        """Move ``pid`` (0: the caller) into every controller's group. Safe in preexec_fn."""
+        pid = pid or os.getpid()
+        for procs in self.procs_files:
+            with open(procs, "w") as f:
+                f.write(str(pid))
+
+    def pids(self) -> set[int]:
+        out: set[int] = set()
+        for procs in self.procs_files:
+            try:
+                out.update(int(p) for p in procs.read_text().split())
+            except OSError:
+                pass
+        return out
+
+    def stat(self) -> dict[str, Any]:
+        """cpu.stat (periods, throttling) and total CPU usage, normalised across versions."""
+        out: dict[str, Any] = {}
+        cpu_dir = self.dirs.get("cpu") or self.dirs.get("unified")
+        if cpu_dir is not None:
+            try:
+                for line in (cpu_dir / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    out[key] = int(value)
+            except OSError:
+                pass
+        if "throttled_time" in out:  # v1: ns
+            out["throttled_ms"] = out["throttled_time"] / 1e6
+        elif "throttled_usec" in out:  # v2: us
+            out["throttled_ms"] = out["throttled_usec"] / 1e3
+        if "usage_usec" in out:
+            out["cpu_usage_ms"] = out["usage_usec"] / 1e3
+        elif "cpuacct" in self.dirs:
+            try:
+                out["cpu_usage_ms"] = int(_read(self.dirs["cpuacct"] / "cpuacct.usage")) / 1e6
+            except OSError:
+                pass
+        return out
+
+    def kill_all(self) -> None:
+        if self.version == 2 and (self.dirs["unified"] / "cgroup.kill").exists():
+            try:
+                (self.dirs["unified"] / "cgroup.kill").write_text("1")
+                return
+            except OSError:
+                pass
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, timeout_s: float = 10.0) -> None:
+        """Kill what is left inside and remove the directories. Idempotent."""
+        if self.removed:
+            return
+        deadline = time.monotonic() + timeout_s
+        for d in dict.fromkeys(self.dirs.values()):
+            while d.exists():
+                self.kill_all()
+                try:
+                    d.rmdir()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise CgroupError(f"cannot remove cgroup {d}: processes still inside")
+                    time.sleep(0.05)
+        self.removed = True
+
+
+class CgroupManager:
+    """Creates and finds deploybench's cgroups under ``root``."""
+
+    def __init__(self, root: Path = CGROUP_ROOT) -> None:
+        self.root = Path(root)
+        self.version = detect_version(self.root)
+
+    def _v1_dir(self, controller: str) -> Path:
+        return self.root / controller
+
+    def create(self, limits: CpuLimits, name: str | None = None) -> RunCgroup:
+        if self.version is None:
+            raise CgroupError(f"no usable cgroup hierarchy under {self.root}")
+        name = name or f"{PREFIX}{uuid.uuid4().hex[:12]}"
+        dirs: dict[str, Path] = {}
+        cg = RunCgroup(self.version, dirs, limits)
+        try:
+            if self.version == 1:
+                self._create_v1(name, limits, dirs)
+            else:
+                self._create_v2(name, limits, dirs)
+        except BaseException:
+            cg.remove()
+            raise
+        return cg
+
+    def _create_v1(self, name: str, limits: CpuLimits, dirs: dict[str, Path]) -> None:
+        cpuset = self._v1_dir("cpuset") / name
+        cpuset.mkdir()
+        dirs["cpuset"] = cpuset
+        mems = _read(self._v1_dir("cpuset") / "cpuset.mems")
+        _write(cpuset / "cpuset.cpus", format_cpu_list(limits.cpus))  # both before any task
+        _write(cpuset / "cpuset.mems", mems)
+        cpu = self._v1_dir("cpu") / name
+        if cpu.resolve() != cpuset.resolve():
+            cpu.mkdir(exist_ok=True)
+        dirs["cpu"] = cpu
+        _write(cpu / "cpu.cfs_period_us", str(limits.period_us))
+        quota = -1 if limits.quota_cores is None else round(limits.quota_cores * limits.period_us)
+        _write(cpu / "cpu.cfs_quota_us", str(quota))
+        acct_root = self._v1_dir("cpuacct")
+        if acct_root.is_dir() and acct_root.resolve() != self._v1_dir("cpu").resolve():
+            acct = acct_root / name
+            acct.mkdir(exist_ok=True)
+            dirs["cpuacct"] = acct
+
+    def _create_v2(self, name: str, limits: CpuLimits, dirs: dict[str, Path]) -> None:
+        enabled = (self.root / "cgroup.subtree_control").read_text().split()
+        wanted = [c for c in ("cpu", "cpuset") if c not in enabled]
+        if wanted:
+            _write(self.root / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+        d = self.root / name
+        d.mkdir()
+        dirs["unified"] = d
+        _write(d / "cpuset.cpus", format_cpu_list(limits.cpus))
+        quota = "max" if limits.quota_cores is None else str(round(limits.quota_cores * limits.period_us))
+        _write(d / "cpu.max", f"{quota} {limits.period_us}")
+
+    def leftovers(self) -> list[Path]:
+        """deploybench cgroups that still exist (there should be none between runs)."""
+        if self.version is None:
+            return []
+        parents = [self.root] if self.version == 2 else [self._v1_dir(c) for c in ("cpu", "cpuset", "cpuacct")]
+        out: list[Path] = []
+        for parent in parents:
+            if parent.is_dir():
+                out += sorted(p for p in parent.iterdir()
+                              if p.is_dir() and p.name.startswith(PREFIX))
+        return out
+
+
+# -- choosing cores ------------------------------------------------------------------------
+def usable_cpus() -> list[int]:
+    """CPUs this process may run on (respects a restricted shell), online ones only."""
+    allowed = set(os.sched_getaffinity(0))
+    try:
+        online = set(parse_cpu_list(_read(Path("/sys/devices/system/cpu/online"))))
+        allowed &= online
+    except OSError:
+        pass
+    return sorted(allowed)
+
+
+def cpu_topology(cpus: list[int], sysfs: Path = Path("/sys/devices/system/cpu")) -> dict[int, tuple[int, int]]:
+    """cpu -> (package id, core id); unknown topology maps each cpu to its own core."""
+    topo = {}
+    for cpu in cpus:
+        base = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            topo[cpu] = (int(_read(base / "physical_package_id")), int(_read(base / "core_id")))
+        except (OSError, ValueError):
+            topo[cpu] = (0, cpu)
+    return topo
+
+
+def choose_pinned_cpus(n: int, cpus: list[int], topology: dict[int, tuple[int, int]]) -> list[int]:
+    """Pick ``n`` cores for a pinned run: distinct physical cores first (no SMT siblings),
+    inside as few packages (sockets) as possible, lowest numbers first.
+
+    The paper's 64-core outliers come from spanning sockets; a pinned run that fits in one
+    socket should stay in it, and two threads of one run should not share a physical core
+    while a free one exists.
+    """
+    if n > len(cpus):
+        raise CgroupError(f"asked to pin {n} cores but only {len(cpus)} are usable")
+    by_package: dict[int, list[int]] = {}
+    for cpu in sorted(cpus):
+        by_package.setdefault(topology[cpu][0], []).append(cpu)
+    # Packages with the most CPUs first so the run spans as few as possible.
+    packages = sorted(by_package, key=lambda p: (-len(by_package[p]), p))
+    chosen: list[int] = []
+    for package in packages:
+        members = by_package[package]
+        seen_cores: set[int] = set()
+        first_threads, siblings = [], []
+        for cpu in members:
+            core = topology[cpu][1]
+            (siblings if core in seen_cores else first_threads).append(cpu)
+            seen_cores.add(core)
+        for cpu in first_threads + siblings:
+            if len(chosen) == n:
+                break
+            chosen.append(cpu)
+        if len(chosen) == n:
+            break
+    return sorted(chosen)
+
+
+def limits_for(cores: int, pinned: bool, cpus: list[int] | None = None) -> CpuLimits:
+    """The cgroup limits of a scenario: PIN = cpuset of ``cores`` chosen cores, VNL = quota of
+    ``cores`` over all usable cores. ``cpus`` overrides the pinned choice."""
+    usable = usable_cpus()
+    if pinned:
+        if cpus:
+            bad = sorted(set(cpus) - set(usable))
+            if bad:
+                raise CgroupError(f"cannot pin to CPUs {format_cpu_list(bad)}: usable are {format_cpu_list(usable)}")
+            if len(cpus) != cores:
+                raise CgroupError(f"--cpus names {len(cpus)} CPUs for a {cores}-core scenario")
+            chosen = sorted(cpus)
+        else:
+            chosen = choose_pinned_cpus(cores, usable, cpu_topology(usable))
+        return CpuLimits(cpus=chosen, quota_cores=None)
+    return CpuLimits(cpus=usable, quota_cores=float(cores))

@@ -1,0 +1,203 @@
+"""The Scenario value: one deployment of one application, named as in the paper.
+
+A scenario's *deployment name* is the paper's ``PLATFORM/CORES/MODE/PROC`` (e.g.
+``VM/32/PIN/GPU``). The full scenario adds the application and the workload settings that
+change what is measured (model size, backend, LoadGen scenario, batch size, inference-only).
+Two runs belong to the same scenario, and may be averaged together, exactly when their
+``Scenario.key`` is equal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Iterable
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot exist or cannot run here. The message is one line for people."""
+
+
+class PlatformName(str, Enum):
+    BM = "BM"
+    CN = "CN"
+    VM = "VM"
+    MVM = "MVM"
+    VMCN = "VMCN"
+
+
+class CpuMode(str, Enum):
+    VNL = "VNL"  # vanilla: a CFS quota of N cores, threads float over all host cores
+    PIN = "PIN"  # pinned: a cpuset of N specific cores
+
+
+class Processor(str, Enum):
+    CPU = "CPU"
+    GPU = "GPU"
+
+
+class LoadgenScenario(str, Enum):
+    OFFLINE = "Offline"
+    SINGLE_STREAM = "SingleStream"
+    SERVER = "Server"
+
+
+_NAME_RE = re.compile(r"^\s*([A-Za-z]+)/(\S+?)/([A-Za-z]+)/([A-Za-z]+)\s*$")
+
+
+def _enum_value(enum: type[Enum], text: str, what: str, *, case_sensitive: bool = False) -> Any:
+    for member in enum:
+        if member.value == text or (not case_sensitive and member.value.upper() == text.upper()):
+            return member
+    choices = " ".join(m.value for m in enum)
+    raise ScenarioError(f"unknown {what} {text!r}: use one of {choices}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to run, where and how. Immutable; ``name`` is the paper's naming."""
+
+    platform: PlatformName
+    cores: int
+    cpu_mode: CpuMode
+    processor: Processor = Processor.CPU
+    app: str = "ic"
+    model_size: str = "tiny"
+    backend: str = "torch"
+    loadgen_scenario: LoadgenScenario = LoadgenScenario.OFFLINE
+    requests: int = 32
+    batch_size: int = 1
+    inference_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cores, int) or isinstance(self.cores, bool) or self.cores < 1:
+            raise ScenarioError(f"cores must be a whole number >= 1, got {self.cores!r}")
+        if self.requests < 1:
+            raise ScenarioError(f"requests must be >= 1, got {self.requests}")
+        if self.batch_size < 1:
+            raise ScenarioError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.app:
+            raise ScenarioError("an app is required (e.g. --app ic)")
+
+    # -- naming -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The paper's deployment name, e.g. ``BM/2/PIN/CPU``."""
+        return f"{self.platform.value}/{self.cores}/{self.cpu_mode.value}/{self.processor.value}"
+
+    @property
+    def label(self) -> str:
+        """Name plus the app and what differs from the defaults, for tables and logs."""
+        extra = [self.model_size, self.backend]
+        if self.loadgen_scenario is not LoadgenScenario.OFFLINE:
+            extra.append(self.loadgen_scenario.value)
+        if self.batch_size != 1:
+            extra.append(f"b{self.batch_size}")
+        if self.inference_only:
+            extra.append("infer-only")
+        return f"{self.name} · {self.app} ({', '.join(extra)})"
+
+    @property
+    def key(self) -> str:
+        """Identity of what is measured: runs with equal keys are repetitions of one scenario.
+
+        ``requests`` is part of it because a run of 32 requests and one of 1000 do not
+        measure the same warm-up share.
+        """
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    def __str__(self) -> str:  # pragma: no cover - convenience
+        return self.label
+
+    # -- parsing ------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, name: str, **workload: Any) -> "Scenario":
+        """Parse ``PLATFORM/CORES/MODE/PROC``; ``workload`` fills the other fields."""
+        match = _NAME_RE.match(name or "")
+        if not match:
+            raise ScenarioError(
+                f"cannot read scenario {name!r}: write PLATFORM/CORES/MODE/PROC, e.g. BM/2/PIN/CPU"
+            )
+        platform_s, cores_s, mode_s, proc_s = match.groups()
+        platform = _enum_value(PlatformName, platform_s, "platform")
+        try:
+            cores = int(cores_s)
+        except ValueError:
+            raise ScenarioError(
+                f"cores in {name!r} must be a whole number, got {cores_s!r}"
+            ) from None
+        mode = _enum_value(CpuMode, mode_s, "CPU mode")
+        proc = _enum_value(Processor, proc_s, "processor")
+        if "loadgen_scenario" in workload and not isinstance(
+            workload["loadgen_scenario"], LoadgenScenario
+        ):
+            workload["loadgen_scenario"] = _enum_value(
+                LoadgenScenario, str(workload["loadgen_scenario"]), "LoadGen scenario"
+            )
+        return cls(platform=platform, cores=cores, cpu_mode=mode, processor=proc, **workload)
+
+    def with_(self, **changes: Any) -> "Scenario":
+        return dataclasses.replace(self, **changes)
+
+    # -- validation against a host --------------------------------------------------------
+    def check_fits(self, host_cores: int) -> None:
+        """Refuse what this host cannot give: more cores than it has."""
+        if self.cores > host_cores:
+            raise ScenarioError(
+                f"{self.name} asks for {self.cores} cores but this host has {host_cores}: "
+                f"use at most {host_cores}"
+            )
+
+    # -- serialisation --------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = value.value if isinstance(value, Enum) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Scenario":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ScenarioError(f"unknown scenario fields: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        values["platform"] = _enum_value(PlatformName, values["platform"], "platform")
+        values["cpu_mode"] = _enum_value(CpuMode, values["cpu_mode"], "CPU mode")
+        values["processor"] = _enum_value(Processor, values.get("processor", "CPU"), "processor")
+        values["loadgen_scenario"] = _enum_value(
+            LoadgenScenario, values.get("loadgen_scenario", "Offline"), "LoadGen scenario"
+        )
+        return cls(**values)
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """Parse the kernel's CPU list format (``0-3,8,10-11``) into a sorted list."""
+    cpus: set[int] = set()
+    for part in (text or "").strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cpus.update(range(int(lo), int(hi) + 1))
+        else:
+            cpus.add(int(part))
+    return sorted(cpus)
+
+
+def format_cpu_list(cpus: Iterable[int]) -> str:
+    """The inverse of :func:`parse_cpu_list`, with ranges compressed."""
+    ordered = sorted(set(cpus))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)

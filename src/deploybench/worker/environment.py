@@ -1,0 +1,163 @@
+"""What the worker actually got, seen from inside the platform: affinity, cgroup limits,
+thread pools, scheduler counters, and the metadata of the software stack."""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def set_thread_env(threads: int) -> None:
+    """Size every native thread pool to the CPU budget, before any of them is imported.
+
+    OMP_WAIT_POLICY=PASSIVE: spinning OpenMP workers on a shared host steal the cores the
+    other phases need (measured 15x slowdowns on a 2-core host).
+    """
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _parse_cpu_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cpus.update(range(int(lo), int(hi) + 1))
+        elif part.strip():
+            cpus.add(int(part))
+    return sorted(cpus)
+
+
+def _cgroup_dirs(controller: str, cgroup_root: Path = Path("/sys/fs/cgroup")) -> list[Path]:
+    """Candidate directories of this process's cgroup for ``controller`` (v1 or v2).
+
+    In a container with its own cgroup namespace the path reads ``/`` and the container's
+    cgroup is mounted at the root, so the root is always a fallback.
+    """
+    text = _read(Path("/proc/self/cgroup")) or ""
+    dirs: list[Path] = []
+    for line in text.splitlines():
+        hid, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if hid == "0" and controllers == "":  # v2 unified
+            for base in (cgroup_root, cgroup_root / "unified"):
+                dirs.append(base / rel)
+        elif controller in controllers.split(","):
+            base = cgroup_root / controllers
+            dirs += [base / rel, base]
+    return dirs
+
+
+def cgroup_limits() -> dict[str, Any]:
+    """The CPU quota (in cores) and cpuset this process's cgroup imposes, where visible."""
+    quota_cores: float | None = None
+    source = None
+    for d in _cgroup_dirs("cpu"):
+        quota, period = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+        if quota is not None and period is not None:
+            q = int(quota)
+            quota_cores = None if q < 0 else q / int(period)
+            source = str(d)
+            break
+        cpu_max = _read(d / "cpu.max")
+        if cpu_max is not None:
+            q_s, p_s = cpu_max.split()
+            quota_cores = None if q_s == "max" else int(q_s) / int(p_s)
+            source = str(d)
+            break
+    cpuset = None
+    for d in _cgroup_dirs("cpuset"):
+        text = _read(d / "cpuset.cpus.effective") or _read(d / "cpuset.cpus")
+        if text:
+            cpuset = _parse_cpu_list(text)
+            break
+    return {"cpu_quota_cores": quota_cores, "cpu_quota_source": source, "cpuset": cpuset}
+
+
+def scheduler_counters() -> dict[str, int]:
+    """Migrations and context switches summed over this process's threads."""
+    migrations = 0
+    seen = False
+    for task in Path("/proc/self/task").iterdir():
+        text = _read(task / "sched")
+        if not text:
+            continue
+        for line in text.splitlines():
+            if line.startswith("se.nr_migrations"):
+                migrations += int(line.split(":")[1])
+                seen = True
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {
+        "voluntary_ctx_switches": usage.ru_nvcsw,
+        "involuntary_ctx_switches": usage.ru_nivcsw,
+        "threads": len(os.listdir("/proc/self/task")),
+        "user_cpu_s": usage.ru_utime,
+        "system_cpu_s": usage.ru_stime,
+        "max_rss_kb": usage.ru_maxrss,
+    }
+    if seen:
+        out["nr_migrations"] = migrations
+    return out
+
+
+def cpu_model() -> str:
+    text = _read(Path("/proc/cpuinfo")) or ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def thread_pools() -> list[dict[str, Any]]:
+    """Native thread pools as threadpoolctl sees them (when installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [{"api": p.get("user_api"), "library": p.get("internal_api"),
+             "threads": p.get("num_threads")} for p in threadpool_info()]
+
+
+def metadata(cores: int, host_cores: int, git_revision: str) -> dict[str, Any]:
+    uname = os.uname()
+    meta: dict[str, Any] = {
+        "hostname": uname.nodename,
+        "kernel": uname.release,
+        "machine": uname.machine,
+        "cpu_model": cpu_model(),
+        "visible_cpus": os.cpu_count(),
+        "host_cores": host_cores,
+        "chr": round(cores / host_cores, 4) if host_cores else None,
+        "python": sys.version.split()[0],
+        "git_revision": git_revision,
+        "in_container": Path("/.dockerenv").exists() or bool(os.environ.get("container")),
+    }
+    for module in ("torch", "numpy", "onnxruntime", "PIL"):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            meta[f"{module.lower()}_version"] = getattr(mod, "__version__", "?")
+    try:
+        from importlib import metadata as md
+
+        meta["loadgen_version"] = md.version("mlcommons-loadgen")
+    except Exception:
+        meta["loadgen_version"] = None
+    gov = _read(Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"))
+    meta["governor"] = gov
+    return meta

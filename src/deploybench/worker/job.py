@@ -1,0 +1,141 @@
+"""The two documents that cross the platform boundary: the job in, the result out."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+JOB_SCHEMA = 1
+RESULT_SCHEMA = 1
+
+
+class SchemaError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything the worker needs, as plain values (the worker knows nothing of platforms)."""
+
+    app: str
+    data_dir: str
+    result_path: str
+    model_size: str = "tiny"
+    backend: str = "torch"
+    device: str = "cpu"
+    loadgen_scenario: str = "Offline"
+    requests: int = 32
+    batch_size: int = 1
+    inference_only: bool = False
+    threads: int = 1  # the CPU budget the thread pools are sized to
+    cores: int = 1  # the scenario's cores (for CHR)
+    host_cores: int = 1  # cores of the physical host, as the host sees them
+    warmup_batches: int = 1  # untimed end-to-end batches before LoadGen starts
+    server_target_qps: float = 10.0
+    seed: int = 0
+    scenario_name: str = ""
+    run_id: str = ""
+    git_revision: str = ""
+    log_dir: str = ""  # LoadGen logs; default: next to the result
+    #: test hook: seconds to sleep before loading (simulates a hung guest/worker)
+    debug_hang_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": JOB_SCHEMA, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "WorkerJob":
+        if data.get("schema") != JOB_SCHEMA:
+            raise SchemaError(f"job schema {data.get('schema')!r} is not {JOB_SCHEMA}")
+        values = {k: v for k, v in data.items() if k != "schema"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise SchemaError(f"unknown job fields: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def read(cls, path: Path) -> "WorkerJob":
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+    def with_(self, **changes: Any) -> "WorkerJob":
+        return dataclasses.replace(self, **changes)
+
+
+class WarningCode(str, Enum):
+    """Typed warnings. Each has an actionable hint (see :data:`WARNING_HINTS`)."""
+
+    HIGH_VARIANCE = "high_variance"
+    THREADS_OVER_BUDGET = "threads_over_budget"
+    EMULATED_VM = "emulated_vm"
+    HOST_BUSY = "host_busy"
+    CGROUP_THROTTLED = "cgroup_throttled"
+    AFFINITY_MISMATCH = "affinity_mismatch"
+    FEW_SAMPLES = "few_samples"
+
+
+WARNING_HINTS: dict[WarningCode, str] = {
+    WarningCode.HIGH_VARIANCE: "repeat more runs or quiet the host; the CI is wide",
+    WarningCode.THREADS_OVER_BUDGET: "size thread pools to the CPU budget (OMP_NUM_THREADS, "
+    "torch.set_num_threads), not to os.cpu_count()",
+    WarningCode.EMULATED_VM: "TCG emulation: times are not comparable with native runs; use a "
+    "host where KVM works",
+    WarningCode.HOST_BUSY: "other processes used the CPU before the run; stop them or use "
+    "host_load=busy deliberately",
+    WarningCode.CGROUP_THROTTLED: "the CFS quota throttled the run; pin cores (PIN) or give "
+    "more quota",
+    WarningCode.AFFINITY_MISMATCH: "the worker did not get the cores it was given; check the "
+    "platform's cpuset",
+    WarningCode.FEW_SAMPLES: "too few requests for stable percentiles; use --requests 100 or more",
+}
+
+
+def make_warning(code: WarningCode, message: str) -> dict[str, str]:
+    return {"code": code.value, "message": message, "hint": WARNING_HINTS[code]}
+
+
+@dataclass
+class WorkerResult:
+    """One run's result as the worker writes it (``"schema": 1``).
+
+    ``samples`` holds raw per-sample columns (lists of equal length): ``sample_index``,
+    ``preprocess_ns``, ``infer_ns`` (the sample's share of its batch), ``postprocess_ns``,
+    ``batch`` (batch number), ``queue_ns`` (issue to start of processing) and ``done_ns``
+    (completion, relative to the start of the test).
+    """
+
+    status: str  # "ok" | "error"
+    job: dict[str, Any]
+    samples: dict[str, list[Any]] = field(default_factory=dict)
+    loadgen: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": RESULT_SCHEMA, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "WorkerResult":
+        if data.get("schema") != RESULT_SCHEMA:
+            raise SchemaError(f"result schema {data.get('schema')!r} is not {RESULT_SCHEMA}")
+        values = {k: v for k, v in data.items() if k != "schema"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def write(self, path: Path) -> None:
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text(json.dumps(self.to_json()))
+        tmp.replace(path)  # atomic: a reader never sees half a result
+
+    @classmethod
+    def read(cls, path: Path) -> "WorkerResult":
+        return cls.from_json(json.loads(Path(path).read_text()))
