@@ -167,7 +167,9 @@ class Store:
             self.db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             self.db.execute("ROLLBACK")
-            raise StoreError(f"run {record.run_key or record.run_id} is already stored ({exc})") from None
+            if "UNIQUE" in str(exc):
+                raise StoreError(f"run {record.run_key or record.run_id} is already stored") from None
+            raise
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")

@@ -1,0 +1,46 @@
+import math
+
+import numpy as np
+import pytest
+
+from deploybench import stats
+
+
+def test_mean_ci_matches_student_t():
+    ci = stats.mean_ci([10, 12, 14, 16])
+    # sd = 2.582, sem = 1.291, t(3) = 3.182
+    assert ci.mean == 13 and ci.half_width == pytest.approx(4.108, abs=1e-3)
+    assert ci.relative == pytest.approx(4.108 / 13, abs=1e-4)
+
+
+def test_mean_ci_of_one_value_has_no_width():
+    ci = stats.mean_ci([5.0])
+    assert ci.mean == 5.0 and math.isnan(ci.half_width)
+
+
+def test_percentiles_and_bootstrap_ci_bracket_the_value():
+    values = np.random.default_rng(1).normal(100, 5, 400)
+    p = stats.percentiles(values)
+    low, high = stats.bootstrap_percentile_ci(values, 90)
+    assert low < p[90] < high
+
+
+def test_mad_outliers_are_reported_not_removed():
+    values = [10, 10.2, 9.9, 10.1, 10.0, 25.0, 9.8]
+    assert stats.mad_outliers(values) == [5]
+    assert stats.mad_outliers([1, 1, 1, 1, 9]) == [4]
+    assert stats.mad_outliers([3, 3, 3]) == []
+
+
+def test_welch_separates_different_means():
+    a = [10.0, 10.1, 9.9, 10.05, 9.95]
+    assert stats.welch_test(a, [11.0, 11.1, 10.9, 11.05, 10.95]) < 0.001
+    assert stats.welch_test(a, [10.0, 10.2, 9.8, 10.1, 9.9]) > 0.5
+
+
+def test_sample_summary_sums_phases():
+    s = stats.summarize_samples({"preprocess_ns": [1e6, 3e6], "infer_ns": [2e6, 2e6],
+                                 "postprocess_ns": [1e6, 1e6]}, run_s=0.5)
+    assert s["e2e_mean_ms"] == pytest.approx(5.0)
+    assert s["pre_ms"] + s["infer_ms"] + s["post_ms"] == pytest.approx(s["e2e_mean_ms"])
+    assert s["samples_per_s"] == 4.0

@@ -1,0 +1,114 @@
+import json
+import sys
+
+import pytest
+
+from deploybench.worker.__main__ import main as worker_main, run_job
+from deploybench.worker.driver import LoadgenDriver, parse_loadgen_detail
+from deploybench.worker.job import SchemaError, WorkerJob, WorkerResult
+
+from .fakes import SleepApp
+
+
+@pytest.fixture()
+def sleep_app(tmp_path):
+    app = SleepApp()
+    app.generate_data(tmp_path / "d", 6, 0)
+    app.load(tmp_path / "d", "tiny", "torch", 1)
+    return app
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "SingleStream", "Server"])
+def test_every_request_is_timed_in_each_loadgen_scenario(sleep_app, tmp_path, scenario):
+    driver = LoadgenDriver(sleep_app, batch_size=1, inference_only=False)
+    loadgen = driver.run(scenario=scenario, requests=10, log_dir=tmp_path / "lg", server_target_qps=200)
+    log = driver.log
+    assert len(log.preprocess_ns) == 10
+    assert loadgen["effective_scenario"] == scenario
+    # busy-wait phases: each timer sees at least the designed time
+    assert min(log.preprocess_ns) >= 2e6 and min(log.infer_ns) >= 3e6 and min(log.postprocess_ns) >= 1e6
+    assert "50.00_percentile_latency_ns" in loadgen and loadgen["query_count"] >= 1
+
+
+def test_batches_share_inference_time_equally(sleep_app, tmp_path):
+    driver = LoadgenDriver(sleep_app, batch_size=4, inference_only=False)
+    driver.run(scenario="Offline", requests=8, log_dir=tmp_path / "lg", server_target_qps=1)
+    log = driver.log
+    assert sorted(set(log.batch)) == [0, 1]
+    for batch in (0, 1):
+        shares = [t for b, t in zip(log.batch, log.infer_ns) if b == batch]
+        assert len(shares) == 4 and len(set(shares)) == 1  # one inference, split in four
+        assert shares[0] * 4 >= 3e6  # together they are at least the 3 ms inference
+
+
+def test_inference_only_takes_preprocessing_off_the_clock(sleep_app, tmp_path):
+    driver = LoadgenDriver(sleep_app, batch_size=1, inference_only=True)
+    driver.run(scenario="Offline", requests=6, log_dir=tmp_path / "lg", server_target_qps=1)
+    # each loaded sample was pre-processed once, in LoadGen's untimed load phase
+    assert sleep_app.pre_calls == 6
+    assert len(driver.log.preprocess_ns) == 6 and min(driver.log.infer_ns) >= 3e6
+
+
+def test_an_app_error_fails_the_run_without_hanging_loadgen(sleep_app, tmp_path):
+    def broken(batch):
+        raise ValueError("model exploded")
+    sleep_app.infer = broken
+    driver = LoadgenDriver(sleep_app, batch_size=1, inference_only=False)
+    with pytest.raises(ValueError, match="model exploded"):
+        driver.run(scenario="Offline", requests=4, log_dir=tmp_path / "lg", server_target_qps=1)
+
+
+def test_run_job_records_budget_environment_and_metadata(tmp_path):
+    SleepApp().generate_data(tmp_path / "d", 4, 0)
+    job = WorkerJob(app="tests.unit.fakes:SleepApp", data_dir=str(tmp_path / "d"),
+                    result_path=str(tmp_path / "r.json"), requests=5, threads=1, cores=1,
+                    host_cores=4, git_revision="abc")
+    result = run_job(job)
+    assert result.status == "ok", result.error
+    env = result.environment
+    assert env["affinity"] and env["cpu_budget"] >= 1 and env["omp_num_threads"] == "1"
+    assert result.metadata["chr"] == 0.25 and result.metadata["git_revision"] == "abc"
+    assert result.metadata["loadgen_version"]
+    assert len(result.samples["preprocess_ns"]) == 5
+    assert result.samples["sample_id"][0].startswith("s")
+    assert any(w["code"] == "few_samples" for w in result.warnings)
+
+
+def test_a_failing_app_gives_an_error_result_not_a_crash(tmp_path):
+    job = WorkerJob(app="tests.unit.fakes:SleepApp", data_dir=str(tmp_path / "missing"),
+                    result_path=str(tmp_path / "r.json"), requests=2)
+    result = run_job(job)
+    assert result.status == "error"
+    assert "no samples" in result.error or "Error" in result.error
+
+
+def test_worker_cli_refuses_unusable_job_files(tmp_path, capsys):
+    bad = tmp_path / "job.json"
+    bad.write_text(json.dumps({"schema": 99, "app": "ic"}))
+    assert worker_main(["--job", str(bad)]) == 2
+    assert "unusable job file" in capsys.readouterr().err
+
+
+def test_schemas_are_versioned_and_checked(tmp_path):
+    job = WorkerJob(app="ic", data_dir="/d", result_path="/r")
+    assert job.to_json()["schema"] == 1
+    assert WorkerJob.from_json(job.to_json()) == job
+    with pytest.raises(SchemaError, match="unknown job fields"):
+        WorkerJob.from_json({**job.to_json(), "surprise": 1})
+    result = WorkerResult(status="ok", job=job.to_json())
+    result.write(tmp_path / "r.json")
+    assert WorkerResult.read(tmp_path / "r.json").status == "ok"
+    with pytest.raises(SchemaError):
+        WorkerResult.from_json({"schema": 2})
+
+
+def test_loadgen_detail_parser_keeps_results_and_errors(tmp_path):
+    path = tmp_path / "detail.txt"
+    path.write_text(
+        ':::MLLOG {"key": "result_validity", "value": "VALID"}\n'
+        ':::MLLOG {"key": "result_90.00_percentile_latency_ns", "value": 123}\n'
+        ':::MLLOG {"key": "error_invalid_config", "value": "bad"}\n'
+        "garbage line\n:::MLLOG {not json\n")
+    parsed = parse_loadgen_detail(path)
+    assert parsed["validity"] == "VALID" and parsed["90.00_percentile_latency_ns"] == 123
+    assert parsed["errors"] == ["error_invalid_config: bad"]
