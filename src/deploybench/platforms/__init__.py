@@ -9,6 +9,9 @@ from .base import Platform, PlatformError, PlatformOptions, RunOutcome
 
 _PLATFORMS: dict[PlatformName, str] = {
     PlatformName.BM: "deploybench.platforms.baremetal:BareMetal",
+    PlatformName.VM: "deploybench.platforms.vm:VirtualMachine",
+    PlatformName.MVM: "deploybench.platforms.vm:MicroVM",
+    PlatformName.VMCN: "deploybench.platforms.vmcn:ContainerInVM",
 }
 
 
