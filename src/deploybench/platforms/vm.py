@@ -647,6 +647,10 @@ class VirtualMachine:
             except ValueError:
                 offset = None
         if result is not None and offset is not None:
+            if "worker_start_wall" in result.timings and "worker-start" in markers:
+                # stage-2 script -> the worker's first line (Python start, + runc for VMCN)
+                facts["worker_launch_s"] = round(result.timings["worker_start_wall"] + offset
+                                                 - markers["worker-start"][0], 3)
             if "first_query_wall" in result.timings:
                 first = result.timings["first_query_wall"] + offset
                 facts["first_query_s"] = round(first - launch, 3)
