@@ -120,6 +120,9 @@ def run(
     timeout: float = typer.Option(900.0, "--timeout", help="seconds before a run is killed"),
     db: Path = DB_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print the summaries as JSON"),
+    accel: str = typer.Option("auto", "--accel", help="VM accelerator: auto (KVM if a boot probe works), kvm, tcg"),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="guest kernel for VM/MVM/VMCN (default: prepared Debian kernel)"),
+    initrd: Optional[str] = typer.Option(None, "--initrd", help="guest initramfs for VM/MVM/VMCN (with --kernel)"),
 ) -> None:
     """Run scenarios now and store every run."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -140,7 +143,8 @@ def run(
     workload = dict(app=app_name, model_size=size, backend=backend, requests=requests,
                     loadgen_scenario=loadgen_scenario, batch_size=batch_size,
                     inference_only=inference_only)
-    options = PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None)
+    options = PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None,
+                              accel=accel, kernel=kernel, initrd=initrd)
     planned = _validate(scenarios, workload, options)
     store = Store(db)
     data_dir = ensure_data(app_cls(), data_count, 0)
@@ -231,6 +235,26 @@ def data(
 
     path = ensure_data(create_app(app_name), count, seed, out_dir=out, force=force)
     typer.echo(str(path))
+
+
+@app.command()
+@friendly
+def prepare(
+    what: str = typer.Argument(..., help="vm: the guest kernel and initramfs for VM/MVM/VMCN"),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="use this kernel (bzImage) instead of Debian's"),
+    initrd: Optional[str] = typer.Option(None, "--initrd", help="use this initramfs as it is"),
+    force: bool = typer.Option(False, "--force", help="download and build again"),
+) -> None:
+    """Prepare platform assets once (cached): `prepare vm` fetches and builds the guest."""
+    from .platforms.base import PlatformError
+
+    if what != "vm":
+        raise PlatformError(f"nothing to prepare for {what!r}: use `deploybench prepare vm`")
+    from .platforms.guest import prepare as prepare_guest
+
+    assets = prepare_guest(kernel, initrd, force=force)
+    typer.echo(f"kernel  {assets.kernel} ({assets.release or 'release unknown'})")
+    typer.echo(f"initrd  {assets.initrd}" + (f" ({len(assets.modules)} modules)" if assets.modules else ""))
 
 
 def main() -> None:

@@ -558,7 +558,8 @@ class VirtualMachine:
             "guest_assets": plan.assets.source, "data_path": DATA_PATH_LABEL,
             "data_image": cfg.data_image, "software_path": "virtio-9p (host root, read-only) + tmpfs overlay",
             "cpu_mode": scenario.cpu_mode.value, "qemu_cgroup": str(next(iter(cgroup.dirs.values()))),
-            "qemu_limits": plan.cgroup_limits.to_json(), **plan.extra_facts,
+            "qemu_limits": plan.cgroup_limits.to_json(), "kernel_cmdline": kernel_cmdline(cfg),
+            "qemu_command": shlex.join(qemu_command(cfg)), **plan.extra_facts,
         }
         console_log = share / "console.log"
         qemu_stderr = share / "qemu-stderr.txt"
