@@ -255,9 +255,9 @@ def initramfs_recipe_hash(modules: Iterable[str] = GUEST_MODULES) -> str:
     return h.hexdigest()[:16]
 
 
-def read_cpio_names(data: bytes) -> list[str]:
-    """The entry names of a newc archive (for tests and `prepare` output)."""
-    names, pos = [], 0
+def read_cpio(data: bytes) -> dict[str, bytes]:
+    """The entries of a newc archive, name -> content (for tests and checks)."""
+    entries, pos = {}, 0
     while data[pos:pos + 6] == b"070701":
         fields = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
         size, namesize = fields[6], fields[11]
@@ -265,8 +265,13 @@ def read_cpio_names(data: bytes) -> list[str]:
         name = data[name_start:name_start + namesize - 1].decode()
         pos = name_start + namesize
         pos += -pos % 4
+        content = data[pos:pos + size]
         pos += size + (-size % 4)
         if name == "TRAILER!!!":
             break
-        names.append(name)
-    return names
+        entries[name] = content
+    return entries
+
+
+def read_cpio_names(data: bytes) -> list[str]:
+    return list(read_cpio(data))
