@@ -421,11 +421,14 @@ mkdir -p /dev/shm /dev/pts && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts devpts /dev/pts 2>/dev/null
 cd /
 {prelude}
+CS=/sys/devices/system/clocksource/clocksource0/current_clocksource
+echo "{MARK} clocksource-start $(cat $CS)" > /dev/console
 echo "{MARK} worker-start $(date +%s.%N)" > /dev/console
 {shlex.join(command)} > {q(str(share / "stdout.txt"))} 2> {q(str(share / "stderr.txt"))}
 rc=$?
 echo "$rc" > {q(str(share / "rc"))}
 echo "{MARK} worker-exit $(date +%s.%N) $rc" > /dev/console
+echo "{MARK} clocksource-end $(cat $CS)" > /dev/console
 sync
 echo o > /proc/sysrq-trigger
 sleep 60
@@ -625,6 +628,11 @@ class VirtualMachine:
                           ("worker-start", "worker_start_s"), ("worker-exit", "worker_exit_s")):
             if name in markers:
                 facts[key] = round(markers[name][0] - launch, 3)
+        for name in ("clocksource-start", "clocksource-end"):
+            if name in markers and markers[name][1]:
+                # the clock the worker's timers read; a switch away from tsc/kvm-clock
+                # (an unstable TSC) coarsens every phase time
+                facts[f"guest_{name.replace('-', '_')}"] = markers[name][1][0]
         rc_file = share / "rc"
         if rc_file.exists():
             try:
