@@ -94,6 +94,7 @@ def _check_stored_result(record, stored, platform: str):
     facts = stored.platform
     assert facts["platform"] == platform and facts["accel"] == "tcg"
     assert facts["data_path"] == "virtio-blk ext4"
+    assert facts["data_mount_seen"] == "ext4,/dev/vda"  # seen from inside the guest
     assert "emulated_vm" in [w["code"] for w in stored.warnings]
     assert len(stored.samples["preprocess_ns"]) == REQUESTS
     clocks = (facts.get("guest_clocksource_start"), facts.get("guest_clocksource_end"))

@@ -162,12 +162,20 @@ def test_console_reader_timestamps_markers_and_errors(tmp_path):
 
 def test_stage2_script_runs_the_command_marks_steps_and_powers_off(tmp_path):
     script = stage2_script(Path("/runs/r1"), ["/venv/bin/python", "-m", "deploybench.worker", "--job", "/runs/r1/job.json"],
-                           {"OMP_NUM_THREADS": "2", "A": "x y"}, prelude="echo pre")
+                           {"OMP_NUM_THREADS": "2", "A": "x y"}, prelude="echo pre", data_mount="/data/ic")
     assert "export A='x y'" in script and "export OMP_NUM_THREADS=2" in script
     assert "/venv/bin/python -m deploybench.worker --job /runs/r1/job.json > /runs/r1/stdout.txt" in script
     assert script.index("echo pre") < script.index("worker-start") < script.index("worker-exit")
     assert "echo o > /proc/sysrq-trigger" in script
+    assert "data-mount" in script and "-v d=/data/ic" in script
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    # the data-mount line prints "fstype,device" of the data path from /proc/mounts
+    line = [l for l in script.splitlines() if "data-mount" in l][0]
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda /data/ic ext4 ro 0 0\nhostroot / 9p ro 0 0\n")
+    line = line.replace("/proc/mounts", str(mounts)).replace("> /dev/console", "")
+    out = subprocess.run(["sh", "-c", line], capture_output=True, text=True).stdout
+    assert out.strip() == "DEPLOYBENCH-MARK data-mount ext4,/dev/vda"
 
 
 # -- the initramfs -----------------------------------------------------------------------------

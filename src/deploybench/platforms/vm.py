@@ -408,11 +408,16 @@ def guest_env(job: WorkerJob) -> dict[str, str]:
     return env
 
 
-def stage2_script(share: Path, command: Sequence[str], env: dict[str, str], prelude: str = "") -> str:
+def stage2_script(share: Path, command: Sequence[str], env: dict[str, str], prelude: str = "",
+                  data_mount: str | None = None) -> str:
     """The guest's PID 1 after switch_root: run ``command`` with its output in the share,
     leave its exit status there, mark each step on the console, power off."""
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     q = shlex.quote
+    data_line = ""
+    if data_mount:  # what really serves the data: file system and device, from the guest
+        data_line = (f"echo \"{MARK} data-mount $(awk -v d={q(data_mount)} '$2 == d {{print $3 \",\" $1}}' "
+                     "/proc/mounts)\" > /dev/console")
     return f"""#!/bin/sh
 # deploybench stage 2: PID 1 of the guest after switch_root (written by the host)
 {exports}
@@ -420,6 +425,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 mkdir -p /dev/shm /dev/pts && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts devpts /dev/pts 2>/dev/null
 cd /
+{data_line}
 {prelude}
 CS=/sys/devices/system/clocksource/clocksource0/current_clocksource
 echo "{MARK} clocksource-start $(cat $CS)" > /dev/console
@@ -542,7 +548,8 @@ class VirtualMachine:
         try:
             plan = self.plan(scenario, job, share, sockets / "qmp.sock", data_image)
             command, prelude = self.guest_command(scenario, job, job_path, plan)
-            (share / "guest-run.sh").write_text(stage2_script(share, command, guest_env(job), prelude))
+            (share / "guest-run.sh").write_text(stage2_script(share, command, guest_env(job), prelude,
+                                                                  plan.config.data_mount))
             return self._launch(scenario, job, timeout_s, plan, share)
         finally:
             shutil.rmtree(sockets, ignore_errors=True)
@@ -628,6 +635,8 @@ class VirtualMachine:
                           ("worker-start", "worker_start_s"), ("worker-exit", "worker_exit_s")):
             if name in markers:
                 facts[key] = round(markers[name][0] - launch, 3)
+        if "data-mount" in markers:
+            facts["data_mount_seen"] = (markers["data-mount"][1] or ["none"])[0]  # "ext4,/dev/vda"
         for name in ("clocksource-start", "clocksource-end"):
             if name in markers and markers[name][1]:
                 # the clock the worker's timers read; a switch away from tsc/kvm-clock
