@@ -128,3 +128,19 @@ def test_app_refuses_unknown_size_and_foreign_data(ic_data):
         app.load(ic_data, "huge", "torch", 1)
     with pytest.raises(AppError, match="not Criteo"):
         app.load(ic_data, "tiny", "torch", 1)
+
+
+@pytest.mark.parametrize("scenario,batch_size,inference_only", [
+    ("Offline", 4, False), ("SingleStream", 1, True), ("Server", 3, False)])
+def test_app_runs_under_loadgen_in_every_scenario(rs_data, tmp_path, scenario, batch_size,
+                                                  inference_only):
+    from deploybench.worker.driver import LoadgenDriver
+
+    app = create_app("rs")
+    app.load(rs_data, "tiny", "torch", 1)
+    driver = LoadgenDriver(app, batch_size=batch_size, inference_only=inference_only)
+    driver.run(scenario=scenario, requests=8, log_dir=tmp_path / "lg", server_target_qps=100.0)
+    log = driver.log
+    assert len(log.infer_ns) == 8 and min(log.infer_ns) > 0 and min(log.postprocess_ns) > 0
+    if scenario == "Offline":
+        assert max(log.batch) < 8  # some requests shared a batch

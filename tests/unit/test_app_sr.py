@@ -169,3 +169,24 @@ def test_app_refuses_gpu_other_backends_and_foreign_data(tmp_path, ic_data):
         app.load(ic_data, "tiny", "onnx-nope", 1)
     with pytest.raises(AppError, match="not speech"):
         app.load(ic_data, "tiny", "torch", 1)
+
+
+@needs_espeak
+@pytest.mark.parametrize("scenario,batch_size,inference_only", [
+    ("Offline", 2, False), ("SingleStream", 1, True), ("Server", 2, False)])
+def test_app_runs_under_loadgen_in_every_scenario(sr_data, tmp_path, scenario, batch_size,
+                                                  inference_only):
+    from deploybench.worker.driver import LoadgenDriver
+
+    app = create_app("sr")
+    app.load(sr_data, "tiny", "torch", 1)
+    driver = LoadgenDriver(app, batch_size=batch_size, inference_only=inference_only)
+    result = driver.run(scenario=scenario, requests=6, log_dir=tmp_path / "lg",
+                        server_target_qps=50.0)
+    assert result.get("validity") or result.get("samples_per_second")
+    log = driver.log
+    assert len(log.infer_ns) == 6 and min(log.infer_ns) > 0
+    if inference_only:
+        assert max(log.preprocess_ns) < 1_000_000  # inputs came from the untimed cache
+    else:
+        assert min(log.preprocess_ns) > 0
