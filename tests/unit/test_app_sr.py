@@ -190,3 +190,11 @@ def test_app_runs_under_loadgen_in_every_scenario(sr_data, tmp_path, scenario, b
         assert max(log.preprocess_ns) < 1_000_000  # inputs came from the untimed cache
     else:
         assert min(log.preprocess_ns) > 0
+
+
+def test_missing_espeak_is_a_one_line_app_error(tmp_path, monkeypatch):
+    import deploybench.datasets.speech as speech
+
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    with pytest.raises(AppError, match="espeak-ng is not installed: run `bash scripts/install.sh`"):
+        create_app("sr").generate_data(tmp_path / "out", 1, 0)

@@ -95,7 +95,8 @@ class Recommendation:
     def example_inputs(self, batch_size: int = 1) -> tuple[Any, Any]:
         """(dense (B*N, 13), sparse (B*N, 26)) for ``self.model``: ``batch_size`` requests of
         N candidates, stacked as ``infer`` does."""
-        torch = __import__("torch")
+        import torch
+
         rows = batch_size * self.candidates
         generator = torch.Generator().manual_seed(0)
         dense = torch.rand(rows, NUM_DENSE, generator=generator) * 5

@@ -93,7 +93,8 @@ class LogMel:
 def splice_frames(feats: Any, stacked: int = FRAMES_STACKED) -> Any:
     """(80, T) -> (ceil(T / stacked), 80 * stacked): each kept frame with its next
     ``stacked - 1`` frames (zeros past the end), every ``stacked``-th frame kept."""
-    torch = __import__("torch")
+    import torch
+
     n_feat, t = feats.shape
     shifted = [feats]
     for k in range(1, stacked):
@@ -163,7 +164,8 @@ class SpeechRecognition:
     def example_inputs(self, batch_size: int = 1) -> tuple[Any, Any]:
         """(features (B, T, 240), lengths (B,)) for the encoder (``self.model``'s forward) on
         utterances of the data set's length."""
-        torch = self._torch if self.model is not None else __import__("torch")
+        import torch
+
         frames = math.ceil((1 + int(self.duration_s * SAMPLE_RATE) // round(HOP_S * SAMPLE_RATE))
                            / FRAMES_STACKED)
         generator = torch.Generator().manual_seed(0)
