@@ -9,6 +9,8 @@ from .base import App, AppError
 
 BUILTIN_APPS: dict[str, str] = {
     "ic": "deploybench.apps.ic:ImageClassification",
+    "sr": "deploybench.apps.sr:SpeechRecognition",
+    "rs": "deploybench.apps.rs:Recommendation",
 }
 
 ENTRY_POINT_GROUP = "deploybench.apps"
