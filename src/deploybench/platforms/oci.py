@@ -143,10 +143,11 @@ def mounts_under(path: Path) -> list[str]:
     return out
 
 
-def remove_bundle(bundle: Path) -> None:
+def remove_bundle(bundle: Path, allow_empty_files: bool = False) -> None:
     """Remove a bundle made by :func:`write_bundle`: links, the files we wrote, and empty
     directories only (a still-attached bind mount makes this fail, never deletes through).
-    Raises OSError when something unexpected is left."""
+    ``allow_empty_files``: also empty regular files (mount points an engine made for its
+    own /etc/hosts-style bind mounts). Raises OSError when something unexpected is left."""
     bundle = Path(bundle)
     if not bundle.exists():
         return
@@ -156,7 +157,8 @@ def remove_bundle(bundle: Path) -> None:
     for dirpath, dirnames, filenames in os.walk(bundle, topdown=False):
         for name in filenames:
             path = Path(dirpath) / name
-            if path.is_symlink() or Path(dirpath) == bundle:
+            if (path.is_symlink() or Path(dirpath) == bundle
+                    or allow_empty_files and path.is_file() and path.stat().st_size == 0):
                 path.unlink()
         for name in dirnames:
             path = Path(dirpath) / name
