@@ -203,51 +203,24 @@ def test_a_pool_sized_from_the_host_inside_a_container_is_warned_about(runc, hos
 @pytest.fixture(scope="module")
 def private_dockerd(needs_cgroups):
     """A dockerd of our own (private data root, no networking set-up), stopped after."""
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        pytest.skip("dockerd is not installed (apt-get install docker.io)")
-    root = Path(tempfile.mkdtemp(prefix="deploybench-dockerd-"))
-    sock = root / "docker.sock"
-    log = open(root / "dockerd.log", "wb")
-    proc = None
-    for driver in ("overlay2", "vfs"):
-        proc = subprocess.Popen(
-            [dockerd, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{sock}", "--iptables=false",
-             "--ip-forward=false", "--ip-masq=false", "--bridge=none", f"--storage-driver={driver}"],
-            stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None and not sock.exists():
-            time.sleep(0.1)
-        if sock.exists():
-            break
-        proc.kill()
-        proc.wait()
-        proc = None
-    if proc is None:
-        log.close()
-        reason = (root / "dockerd.log").read_text(errors="replace").strip().splitlines()[-1:]
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"cannot start a private dockerd: {reason}")
-    old = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = f"unix://{sock}"
+    from deploybench.platforms.base import PlatformError
+    from deploybench.platforms.engines import private_dockerd as start_dockerd
+
     try:
-        yield f"unix://{sock}"
+        daemon = start_dockerd()
+        host = daemon.__enter__()
+    except PlatformError as exc:
+        pytest.skip(str(exc))
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = host
+    try:
+        yield host
     finally:
         if old is None:
             os.environ.pop("DOCKER_HOST", None)
         else:
             os.environ["DOCKER_HOST"] = old
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-        for point in sorted(mounts_under(root), reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        daemon.__exit__(None, None, None)
 
 
 def test_docker_engine_runs_the_worker_with_cpus_and_leaves_no_container(private_dockerd, host, ic_data):

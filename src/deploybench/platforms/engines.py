@@ -19,18 +19,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..scenario import format_cpu_list
 from .base import PlatformError, ProcessRun
 from .container import (CONTROL_TIMEOUT_S, ContainerSpec, Launch, RunCgroup, _last_line,
                         cgroup_of, remove_cgroup_dirs, sigint_deferred, wait_pid)
-from .oci import (SKELETON_DIRS, SYSTEM_DIRS, bundles_root, host_mems, make_rootfs, remove_bundle,
-                  rootfs_tarball)
+from .oci import (SKELETON_DIRS, SYSTEM_DIRS, bundles_root, host_mems, make_rootfs, mounts_under,
+                  remove_bundle, rootfs_tarball)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 #: Debian's client; /usr/local/bin/docker may be another one that shadows it
@@ -208,6 +210,56 @@ class DockerEngine:
 
     def container_ids(self) -> list[str]:
         return [c.name for c in self.client().containers.list(all=True)]
+
+
+@contextmanager
+def private_dockerd(storage_drivers: tuple[str, ...] = ("overlay2", "vfs"),
+                    ready_s: float = 30.0) -> Iterator[str]:
+    """A dockerd of our own for tests and benchmarks: private data and exec roots, its own
+    socket, no iptables/bridge set-up; stopped and removed on exit. Yields its DOCKER_HOST.
+    Raises PlatformError (one line) when it cannot start."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise PlatformError("dockerd is not installed (apt-get install docker.io)")
+    root = Path(tempfile.mkdtemp(prefix="deploybench-dockerd-"))
+    sock = root / "docker.sock"
+    proc: subprocess.Popen | None = None
+    log_path = root / "dockerd.log"
+    try:
+        with open(log_path, "wb") as log:
+            for driver in storage_drivers:
+                proc = subprocess.Popen(
+                    [dockerd, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+                     "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{sock}",
+                     "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
+                     f"--storage-driver={driver}"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                deadline = time.monotonic() + ready_s
+                while time.monotonic() < deadline and proc.poll() is None and not sock.exists():
+                    time.sleep(0.05)
+                if sock.exists():
+                    break
+                _stop(proc)
+                proc = None
+        if proc is None:
+            raise PlatformError(f"cannot start a private dockerd: {_last_line(log_path.read_text(errors='replace'))}")
+        yield f"unix://{sock}"
+    finally:
+        if proc is not None:
+            _stop(proc)
+        for point in sorted(mounts_under(root), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        if not mounts_under(root):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # -- Podman --------------------------------------------------------------------------------
