@@ -120,6 +120,8 @@ def run(
     timeout: float = typer.Option(900.0, "--timeout", help="seconds before a run is killed"),
     db: Path = DB_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print the summaries as JSON"),
+    runtime: str = typer.Option("runc", "--runtime", help="OCI runtime for CN: runc or crun"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="CN through an engine: docker or podman (default: the runtime directly)"),
 ) -> None:
     """Run scenarios now and store every run."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -140,7 +142,8 @@ def run(
     workload = dict(app=app_name, model_size=size, backend=backend, requests=requests,
                     loadgen_scenario=loadgen_scenario, batch_size=batch_size,
                     inference_only=inference_only)
-    options = PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None)
+    options = PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None,
+                              runtime=runtime, engine=engine)
     planned = _validate(scenarios, workload, options)
     store = Store(db)
     data_dir = ensure_data(app_cls(), data_count, 0)

@@ -9,6 +9,7 @@ from .base import Platform, PlatformError, PlatformOptions, RunOutcome
 
 _PLATFORMS: dict[PlatformName, str] = {
     PlatformName.BM: "deploybench.platforms.baremetal:BareMetal",
+    PlatformName.CN: "deploybench.platforms.container:Container",
 }
 
 
