@@ -358,7 +358,7 @@ class ScaleUp:
             return (f"{self.label} {c.workload_label}: E2E improves significantly at every step up to "
                     f"{cores[-1]} cores (no knee within {cores[0]}-{cores[-1]})")
         return (f"{self.label} {c.workload_label}: E2E stops improving by more than the CI after "
-                f"{self.knee} cores (fastest at {self.best_cores})")
+                f"{self.knee} core{'s' if self.knee != 1 else ''} (fastest at {self.best_cores})")
 
 
 def scale_ups(cells: Sequence[Cell]) -> list[ScaleUp]:
