@@ -61,6 +61,13 @@ def _ci(value: float) -> float:
     return 0.0 if value is None or math.isnan(value) else value
 
 
+def _time_err(cells: Sequence[Cell]) -> list[list[float]]:
+    """Asymmetric error bars of E2E means: a time is never below zero, so the lower arm of
+    a wide CI (few runs) stops at zero; the table gives the full interval."""
+    return [[min(_ci(c.summary.e2e_ci95_ms), c.summary.e2e_mean_ms) for c in cells],
+            [_ci(c.summary.e2e_ci95_ms) for c in cells]]
+
+
 # -- Fig. 4 --------------------------------------------------------------------------------
 def fig4_phases(cells: Sequence[Cell], key: str, workload: str) -> Figure:
     """E2E per platform grouped by cores (one row per mode and processor): stacked phases,
@@ -88,9 +95,9 @@ def fig4_phases(cells: Sequence[Cell], key: str, workload: str) -> Figure:
             vals = [getattr(c.summary, attr) for c in row]
             ax.bar(xs, vals, 0.8, bottom=bottom, color=PHASE_COLORS[phase], label=PHASE_NAMES[phase])
             bottom = [b + v for b, v in zip(bottom, vals)]
-        ax.errorbar(xs, [c.summary.e2e_mean_ms for c in row],
-                    yerr=[_ci(c.summary.e2e_ci95_ms) for c in row], fmt="none", ecolor="black",
-                    capsize=3, lw=1, label="95% CI of E2E")
+        ax.errorbar(xs, [c.summary.e2e_mean_ms for c in row], yerr=_time_err(row),
+                    fmt="none", ecolor="black", capsize=3, lw=1, label="95% CI of E2E")
+        ax.set_ylim(bottom=0)
         ax.set_xticks(xs)
         ax.set_xticklabels([str(c.scenario.cores) for c in row])
         for platform, gx in groups:
@@ -190,9 +197,10 @@ def fig9_host_load(pairs: Sequence[tuple[Cell, Cell]]) -> Figure:
         for k, (label, idx) in enumerate((("idle host", 0), ("busy host", 1))):
             xs = [j + (k - 0.5) * w for j in range(len(group))]
             vals = [p[idx].summary.e2e_mean_ms for p in group]
-            errs = [_ci(p[idx].summary.e2e_ci95_ms) for p in group]
             ax.bar(xs, vals, w, color=MEASURE_COLORS[label], label=label)
-            ax.errorbar(xs, vals, yerr=errs, fmt="none", ecolor="black", capsize=3, lw=1)
+            ax.errorbar(xs, vals, yerr=_time_err([p[idx] for p in group]), fmt="none", ecolor="black",
+                        capsize=3, lw=1)
+        ax.set_ylim(bottom=0)
         ax.set_xticks(range(len(group)))
         ax.set_xticklabels([p[0].name for p in group], rotation=35, ha="right")
         ax.set_title(workload, fontsize=9)
@@ -230,7 +238,7 @@ def fig_normalised(groups: dict[str, dict[str, Cell]], config: str, key: str, ti
                 h = 1 + d.relative_high if d.testable else v
             xs.append(j + (k - (len(platforms) - 1) / 2) * w)
             vals.append(v)
-            lo.append(max(0.0, v - l))
+            lo.append(min(v, max(0.0, v - l)))
             hi.append(max(0.0, h - v))
         ax.bar(xs, vals, w, color=PLATFORM_COLORS.get(platform, "#999999"), label=platform)
         ax.errorbar(xs, vals, yerr=[lo, hi], fmt="none", ecolor="black", capsize=3, lw=1)
