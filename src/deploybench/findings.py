@@ -137,7 +137,11 @@ EMULATED_ACCELS = ("tcg",)
 
 def host_load_of(record: RunRecord) -> str:
     """The recorded host condition of a run ('busy', 'idle', ...), '' when not recorded.
-    Looked up in the platform facts, then the host metadata (where a sweep may put it)."""
+    Looked up on the scenario (should it carry one), in the platform facts, then in the
+    host metadata (where a sweep may put it)."""
+    value = getattr(record.scenario, "host_load", None)
+    if value:
+        return str(getattr(value, "value", value))
     for source in (record.platform, record.host, record.environment, record.metadata):
         value = source.get("host_load") if isinstance(source, dict) else None
         if value:
@@ -228,6 +232,17 @@ class Cell:
         if not total or math.isnan(total):
             return {"pre": math.nan, "infer": math.nan, "post": math.nan}
         return {"pre": s.pre_ms / total, "infer": s.infer_ms / total, "post": s.post_ms / total}
+
+
+def condition_free_key(scenario: Scenario) -> str:
+    """The scenario's key without a host condition, should Scenario carry one: busy and idle
+    runs of one deployment share it."""
+    import dataclasses
+
+    if "host_load" in {f.name for f in dataclasses.fields(scenario)}:
+        default = next(f.default for f in dataclasses.fields(scenario) if f.name == "host_load")
+        return scenario.with_(host_load=default).key
+    return scenario.key
 
 
 def workload_key(scenario: Scenario) -> str:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .findings import Cell, build_cells, compare_cells, scale_ups
+from .findings import Cell, build_cells, compare_cells, condition_free_key, scale_ups
 from .scenario import CpuMode, PlatformName, Processor
 from .stats import ratio_of_ratios
 
@@ -146,7 +146,7 @@ def bp3_spare_cores(cells: Sequence[Cell]) -> BestPractice:
         "the busy host is significantly slower, opposes when not.")
     support = oppose = 0
     usable = _usable(cells)
-    index = {(c.scenario.key, c.host, c.accel, c.host_load): c for c in usable}
+    index = {(condition_free_key(c.scenario), c.host, c.accel, c.host_load): c for c in usable}
     for c in usable:
         hc = c.host_cores
         if not hc or c.scenario.cores != hc or hc < 2:
@@ -168,7 +168,8 @@ def bp3_spare_cores(cells: Sequence[Cell]) -> BestPractice:
     for c in _usable(cells, host_load=True):
         if c.host_load != "busy":
             continue
-        idle = index.get((c.scenario.key, c.host, c.accel, "idle")) or index.get((c.scenario.key, c.host, c.accel, ""))
+        key = condition_free_key(c.scenario)
+        idle = index.get((key, c.host, c.accel, "idle")) or index.get((key, c.host, c.accel, ""))
         if idle is None:
             continue
         diff, _ = compare_cells(c, idle)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, ScaleUp, build_cells, causes,
-                        chr_trends, gpu_speedups, overheads, pin_gains, scale_ups)
+                        chr_trends, condition_free_key, gpu_speedups, overheads, pin_gains, scale_ups)
 from ..practices import BestPractice, best_practices
 from ..recommend import Constraints, Recommendation, recommend
 from ..store import RunRecord
@@ -154,9 +154,10 @@ def figures(a: Analysis) -> list[F.Figure]:
                                             p[0].scenario.cpu_mode.value != "PIN"))
             out.append(F.fig5_cpu_scaleup(pairs, ref, f"fig5cpu-{i}-{_slug(label)}", label))
     # Fig. 9: busy vs idle host
-    idle = {(c.scenario.key, c.host, c.accel): c for c in normal}
-    busy_pairs = [(idle[(c.scenario.key, c.host, c.accel)], c) for c in a.cells
-                  if c.host_load == "busy" and not c.emulated and (c.scenario.key, c.host, c.accel) in idle]
+    idle = {(condition_free_key(c.scenario), c.host, c.accel): c for c in normal}
+    busy_pairs = [(idle[k], c) for c in a.cells
+                  if c.host_load == "busy" and not c.emulated
+                  and (k := (condition_free_key(c.scenario), c.host, c.accel)) in idle]
     out.append(F.fig9_host_load(busy_pairs))
     # Figs. 10 and 11: normalised E2E across apps at one configuration
     out += _normalised_figures(normal)
