@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .stats import coefficient_of_variation, mean_ci, percentiles
+from .scenario import CpuMode, PlatformName, Processor, Scenario
+from .stats import Difference, coefficient_of_variation, mean_ci, percentiles, welch_difference
 from .store import RunRecord, group_by_scenario
 from .worker.job import WarningCode, make_warning
 
@@ -128,8 +129,6 @@ def warning_details(code: str) -> dict[str, str]:
 # ``emulated=True`` and are kept out of recommendations, best practices and the main figures.
 # =========================================================================================
 
-from .scenario import CpuMode, PlatformName, Processor, Scenario  # noqa: E402
-from .stats import Difference, welch_difference  # noqa: E402
 
 BASELINE = PlatformName.BM.value
 EMULATED_ACCELS = ("tcg",)
