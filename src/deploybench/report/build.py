@@ -231,7 +231,8 @@ def _pct(value: float | None) -> str:
 def key_findings(a: Analysis) -> list[str]:
     """A few sentences for the summary, from the findings (most significant first)."""
     out = []
-    sig = sorted((o for o in a.overheads if o.diff.significant and o.cell.host_load in ("", "idle")),
+    sig = sorted((o for o in a.overheads if o.diff.significant and o.cell.host_load in ("", "idle")
+                   and not o.cell.scenario.inference_only),
                  key=lambda o: -abs(o.diff.relative))
     if sig:
         o = sig[0]
