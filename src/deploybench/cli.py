@@ -236,6 +236,67 @@ def data(
     typer.echo(str(path))
 
 
+@app.command()
+@friendly
+def report(
+    db: Path = DB_OPTION,
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write"),
+    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
+    max_cores: Optional[int] = typer.Option(None, "--max-cores", help="recommend scenarios with at most this many cores"),
+    latency_slo_ms: Optional[float] = typer.Option(None, "--latency-slo-ms", help="recommend only scenarios whose tail latency meets this SLO"),
+    slo_percentile: int = typer.Option(90, "--slo-percentile", help="the SLO's percentile: 90 or 99"),
+    platforms: Optional[str] = typer.Option(None, "--platforms", help="recommend only these platforms, e.g. BM,CN"),
+) -> None:
+    """Write a self-contained HTML report: findings, figures, best practices, recommendation."""
+    from .recommend import Constraints
+    from .report.build import write_report
+    from .store import Store
+
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
+    constraints = Constraints(max_cores=max_cores, latency_slo_ms=latency_slo_ms,
+                              slo_percentile=slo_percentile,
+                              platforms=Constraints.parse_platforms(platforms))
+    records = Store(db).runs()
+    if app_name:
+        records = [r for r in records if r.scenario.app == app_name]
+    analysis = write_report(records, output, constraints)
+    for rec in analysis.recommendations:
+        typer.echo(f"recommendation for {rec.workload}: {rec.text}")
+    for bp in analysis.best_practices:
+        typer.echo(f"best practice {bp.number}: {bp.label}")
+    typer.echo(f"report written to {output.resolve()}")
+
+
+@app.command()
+@friendly
+def compare(
+    scenario_a: str = typer.Argument(..., help="e.g. BM/2/PIN/CPU"),
+    scenario_b: str = typer.Argument(..., help="the baseline, e.g. BM/2/VNL/CPU"),
+    db: Path = DB_OPTION,
+    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
+    inference_only: bool = typer.Option(False, "--inference-only", help="compare the --inference-only runs"),
+) -> None:
+    """A against B: the difference of mean E2E, its 95% CI and Welch's significance test."""
+    from .findings import build_cells
+    from .recommend import compare_scenarios
+    from .store import Store
+
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
+    cells = build_cells(Store(db).runs())
+    for comp in compare_scenarios(cells, scenario_a, scenario_b, app=app_name, inference_only=inference_only):
+        a, b, d = comp.cell, comp.baseline, comp.diff
+        verdict = ("not significantly different" if not d.significant else
+                   f"{a.name} is faster" if d.diff < 0 else f"{b.name} is faster")
+        typer.echo(f"{a.display} vs {b.display} · {a.workload_label}"
+                   + (f" · host {a.host}" if a.host else ""))
+        typer.echo(f"  {a.name}: {a.summary.e2e_mean_ms:.2f} ± {_fmt(a.summary.e2e_ci95_ms)} ms "
+                   f"({a.summary.runs} runs)   {b.name}: {b.summary.e2e_mean_ms:.2f} ± "
+                   f"{_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} runs)")
+        typer.echo(f"  difference {d.diff:+.2f} ms = {comp.text}: {verdict}")
+
+
 def main() -> None:
     app(prog_name="deploybench")
 
