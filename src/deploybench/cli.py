@@ -106,9 +106,9 @@ def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[
 @friendly
 def run(
     scenarios: List[str] = typer.Argument(..., help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/2/PIN/CPU"),
-    app_name: str = typer.Option("ic", "--app", help="ic, or module:Class for your own app"),
+    app_name: str = typer.Option("ic", "--app", help="ic, nlp, ..., or module:Class for your own app (on PYTHONPATH)"),
     model_size: Optional[str] = typer.Option(None, "--model-size", help="model size (default: the app's paper-like size)"),
-    backend: str = typer.Option("torch", "--backend", help="inference backend"),
+    backend: str = typer.Option("torch", "--backend", help="inference backend: torch or onnxruntime"),
     requests: int = typer.Option(32, "--requests", min=1, help="requests per run"),
     repeat: int = typer.Option(1, "--repeat", min=1, help="runs per scenario (interleaved)"),
     loadgen_scenario: str = typer.Option("Offline", "--loadgen-scenario", help="Offline, SingleStream or Server"),
@@ -137,6 +137,9 @@ def run(
     size = model_size or app_cls.sizes[0]
     if size not in app_cls.sizes:
         raise AppError(f"app {app_name!r} has no model size {size!r}: use one of {', '.join(app_cls.sizes)}")
+    backends = getattr(app_cls, "backends", None)  # apps that declare their backends
+    if backends is not None and backend not in backends:
+        raise AppError(f"app {app_name!r} has no backend {backend!r}: use one of {', '.join(backends)}")
     workload = dict(app=app_name, model_size=size, backend=backend, requests=requests,
                     loadgen_scenario=loadgen_scenario, batch_size=batch_size,
                     inference_only=inference_only)

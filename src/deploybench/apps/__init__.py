@@ -9,6 +9,7 @@ from .base import App, AppError
 
 BUILTIN_APPS: dict[str, str] = {
     "ic": "deploybench.apps.ic:ImageClassification",
+    "nlp": "deploybench.apps.nlp:QuestionAnswering",
 }
 
 ENTRY_POINT_GROUP = "deploybench.apps"
