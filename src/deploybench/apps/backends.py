@@ -35,6 +35,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -104,7 +105,9 @@ def export_onnx(model: Any, example_inputs: Sequence[Any], path: Path, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # the TorchScript exporter is deprecated but is the one that works offline
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, inputs, str(tmp), input_names=in_names,
                               output_names=out_names, dynamic_axes=axes, opset_version=OPSET,
                               do_constant_folding=True, dynamo=False)
