@@ -62,13 +62,13 @@ def print_table(summaries: list[Any]) -> None:
     from rich.table import Table
 
     table = Table(title="E2E inference time per request (ms)", show_lines=False)
-    for column in ("scenario", "app", "size", "runs", "E2E mean ± 95% CI", "p50", "p90", "p99",
+    for column in ("scenario", "app", "size", "backend", "runs", "E2E mean ± 95% CI", "p50", "p90", "p99",
                    "pre", "infer", "post", "req/s", "cpus", "warnings"):
-        table.add_column(column, justify="right" if column not in ("scenario", "app", "warnings") else "left")
+        table.add_column(column, justify="right" if column not in ("scenario", "app", "backend", "warnings") else "left")
     for s in summaries:
         ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
         basis = "" if s.ci_basis == "runs" else "*"
-        table.add_row(s.scenario, s.app, s.model_size, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
+        table.add_row(s.scenario, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
                       _fmt(s.p50_ms), _fmt(s.p90_ms), _fmt(s.p99_ms), _fmt(s.pre_ms), _fmt(s.infer_ms),
                       _fmt(s.post_ms), _fmt(s.samples_per_s, 1),
                       ",".join(map(str, s.affinity_cpus)), " ".join(s.warnings))
@@ -106,9 +106,9 @@ def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[
 @friendly
 def run(
     scenarios: List[str] = typer.Argument(..., help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/2/PIN/CPU"),
-    app_name: str = typer.Option("ic", "--app", help="ic, or module:Class for your own app"),
+    app_name: str = typer.Option("ic", "--app", help="ic, nlp, ..., or module:Class for your own app (on PYTHONPATH)"),
     model_size: Optional[str] = typer.Option(None, "--model-size", help="model size (default: the app's paper-like size)"),
-    backend: str = typer.Option("torch", "--backend", help="inference backend"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="inference backend: torch or onnxruntime (default: the app's first)"),
     requests: int = typer.Option(32, "--requests", min=1, help="requests per run"),
     repeat: int = typer.Option(1, "--repeat", min=1, help="runs per scenario (interleaved)"),
     loadgen_scenario: str = typer.Option("Offline", "--loadgen-scenario", help="Offline, SingleStream or Server"),
@@ -139,6 +139,10 @@ def run(
     size = model_size or app_cls.sizes[0]
     if size not in app_cls.sizes:
         raise AppError(f"app {app_name!r} has no model size {size!r}: use one of {', '.join(app_cls.sizes)}")
+    backends = getattr(app_cls, "backends", None)  # apps that declare their backends
+    backend = backend or (backends[0] if backends else "torch")
+    if backends is not None and backend not in backends:
+        raise AppError(f"app {app_name!r} has no backend {backend!r}: use one of {', '.join(backends)}")
     workload = dict(app=app_name, model_size=size, backend=backend, requests=requests,
                     loadgen_scenario=loadgen_scenario, batch_size=batch_size,
                     inference_only=inference_only)
