@@ -15,6 +15,7 @@ demo: install
 	$(VENV)/bin/deploybench run BM/1/PIN/CPU BM/1/VNL/CPU BM/2/PIN/CPU BM/2/VNL/CPU \
 	    --app ic --model-size full --requests 32 --repeat 3 --db $(DEMO_DB)
 	$(VENV)/bin/deploybench show --db $(DEMO_DB)
+	$(VENV)/bin/deploybench report --db $(DEMO_DB) -o demo-out/report.html
 
 # Unit and integration tests (integration launches real cgroups, runtimes and guests).
 test: install

@@ -62,13 +62,13 @@ def print_table(summaries: list[Any]) -> None:
     from rich.table import Table
 
     table = Table(title="E2E inference time per request (ms)", show_lines=False)
-    for column in ("scenario", "app", "size", "runs", "E2E mean ± 95% CI", "p50", "p90", "p99",
+    for column in ("scenario", "app", "size", "backend", "runs", "E2E mean ± 95% CI", "p50", "p90", "p99",
                    "pre", "infer", "post", "req/s", "cpus", "warnings"):
-        table.add_column(column, justify="right" if column not in ("scenario", "app", "warnings") else "left")
+        table.add_column(column, justify="right" if column not in ("scenario", "app", "backend", "warnings") else "left")
     for s in summaries:
         ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
         basis = "" if s.ci_basis == "runs" else "*"
-        table.add_row(s.scenario, s.app, s.model_size, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
+        table.add_row(s.scenario, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
                       _fmt(s.p50_ms), _fmt(s.p90_ms), _fmt(s.p99_ms), _fmt(s.pre_ms), _fmt(s.infer_ms),
                       _fmt(s.post_ms), _fmt(s.samples_per_s, 1),
                       ",".join(map(str, s.affinity_cpus)), " ".join(s.warnings))
@@ -106,9 +106,9 @@ def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[
 @friendly
 def run(
     scenarios: List[str] = typer.Argument(..., help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/2/PIN/CPU"),
-    app_name: str = typer.Option("ic", "--app", help="ic, or module:Class for your own app"),
+    app_name: str = typer.Option("ic", "--app", help="ic, nlp, ..., or module:Class for your own app (on PYTHONPATH)"),
     model_size: Optional[str] = typer.Option(None, "--model-size", help="model size (default: the app's paper-like size)"),
-    backend: str = typer.Option("torch", "--backend", help="inference backend"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="inference backend: torch or onnxruntime (default: the app's first)"),
     requests: int = typer.Option(32, "--requests", min=1, help="requests per run"),
     repeat: int = typer.Option(1, "--repeat", min=1, help="runs per scenario (interleaved)"),
     loadgen_scenario: str = typer.Option("Offline", "--loadgen-scenario", help="Offline, SingleStream or Server"),
@@ -123,6 +123,8 @@ def run(
     accel: str = typer.Option("auto", "--accel", help="VM accelerator: auto (KVM if a boot probe works), kvm, tcg"),
     kernel: Optional[str] = typer.Option(None, "--kernel", help="guest kernel for VM/MVM/VMCN (default: prepared Debian kernel)"),
     initrd: Optional[str] = typer.Option(None, "--initrd", help="guest initramfs for VM/MVM/VMCN (with --kernel)"),
+    runtime: str = typer.Option("runc", "--runtime", help="OCI runtime for CN: runc or crun"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="CN through an engine: docker or podman (default: the runtime directly)"),
 ) -> None:
     """Run scenarios now and store every run."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -140,11 +142,16 @@ def run(
     size = model_size or app_cls.sizes[0]
     if size not in app_cls.sizes:
         raise AppError(f"app {app_name!r} has no model size {size!r}: use one of {', '.join(app_cls.sizes)}")
+    backends = getattr(app_cls, "backends", None)  # apps that declare their backends
+    backend = backend or (backends[0] if backends else "torch")
+    if backends is not None and backend not in backends:
+        raise AppError(f"app {app_name!r} has no backend {backend!r}: use one of {', '.join(backends)}")
     workload = dict(app=app_name, model_size=size, backend=backend, requests=requests,
                     loadgen_scenario=loadgen_scenario, batch_size=batch_size,
                     inference_only=inference_only)
     options = PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None,
-                              accel=accel, kernel=kernel, initrd=initrd)
+                              accel=accel, kernel=kernel, initrd=initrd,
+                              runtime=runtime, engine=engine)
     planned = _validate(scenarios, workload, options)
     store = Store(db)
     data_dir = ensure_data(app_cls(), data_count, 0)
@@ -255,6 +262,67 @@ def prepare(
     assets = prepare_guest(kernel, initrd, force=force)
     typer.echo(f"kernel  {assets.kernel} ({assets.release or 'release unknown'})")
     typer.echo(f"initrd  {assets.initrd}" + (f" ({len(assets.modules)} modules)" if assets.modules else ""))
+
+
+@app.command()
+@friendly
+def report(
+    db: Path = DB_OPTION,
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write"),
+    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
+    max_cores: Optional[int] = typer.Option(None, "--max-cores", help="recommend scenarios with at most this many cores"),
+    latency_slo_ms: Optional[float] = typer.Option(None, "--latency-slo-ms", help="recommend only scenarios whose tail latency meets this SLO"),
+    slo_percentile: int = typer.Option(90, "--slo-percentile", help="the SLO's percentile: 90 or 99"),
+    platforms: Optional[str] = typer.Option(None, "--platforms", help="recommend only these platforms, e.g. BM,CN"),
+) -> None:
+    """Write a self-contained HTML report: findings, figures, best practices, recommendation."""
+    from .recommend import Constraints
+    from .report.build import write_report
+    from .store import Store
+
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
+    constraints = Constraints(max_cores=max_cores, latency_slo_ms=latency_slo_ms,
+                              slo_percentile=slo_percentile,
+                              platforms=Constraints.parse_platforms(platforms))
+    records = Store(db).runs()
+    if app_name:
+        records = [r for r in records if r.scenario.app == app_name]
+    analysis = write_report(records, output, constraints)
+    for rec in analysis.recommendations:
+        typer.echo(f"recommendation for {rec.workload}: {rec.text}")
+    for bp in analysis.best_practices:
+        typer.echo(f"best practice {bp.number}: {bp.label}")
+    typer.echo(f"report written to {output.resolve()}")
+
+
+@app.command()
+@friendly
+def compare(
+    scenario_a: str = typer.Argument(..., help="e.g. BM/2/PIN/CPU"),
+    scenario_b: str = typer.Argument(..., help="the baseline, e.g. BM/2/VNL/CPU"),
+    db: Path = DB_OPTION,
+    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
+    inference_only: bool = typer.Option(False, "--inference-only", help="compare the --inference-only runs"),
+) -> None:
+    """A against B: the difference of mean E2E, its 95% CI and Welch's significance test."""
+    from .findings import build_cells
+    from .recommend import compare_scenarios
+    from .store import Store
+
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
+    cells = build_cells(Store(db).runs())
+    for comp in compare_scenarios(cells, scenario_a, scenario_b, app=app_name, inference_only=inference_only):
+        a, b, d = comp.cell, comp.baseline, comp.diff
+        verdict = ("not significantly different" if not d.significant else
+                   f"{a.name} is faster" if d.diff < 0 else f"{b.name} is faster")
+        typer.echo(f"{a.display} vs {b.display} · {a.workload_label}"
+                   + (f" · host {a.host}" if a.host else ""))
+        typer.echo(f"  {a.name}: {a.summary.e2e_mean_ms:.2f} ± {_fmt(a.summary.e2e_ci95_ms)} ms "
+                   f"({a.summary.runs} runs)   {b.name}: {b.summary.e2e_mean_ms:.2f} ± "
+                   f"{_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} runs)")
+        typer.echo(f"  difference {d.diff:+.2f} ms = {comp.text}: {verdict}")
 
 
 def main() -> None:

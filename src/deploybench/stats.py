@@ -131,3 +131,135 @@ def summarize_samples(samples: dict[str, Sequence[int]], run_s: float | None = N
     if run_s:
         out["samples_per_s"] = n / run_s
     return out
+
+
+# -- comparisons of two scenarios ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Difference:
+    """``a`` against ``b`` (b is the baseline): the difference of means, relative to b.
+
+    DESIGN: the CI is Welch's CI of the difference of means (unequal variances,
+    Welch-Satterthwaite degrees of freedom) divided by the baseline's mean, so the CI
+    excludes 0 exactly when Welch's test is significant at the same level: the verdict and
+    the interval never disagree. Treating the baseline mean as a fixed scale ignores a
+    second-order term (its own relative error times the difference), small next to the
+    difference's own uncertainty for the run counts used here.
+    """
+
+    mean_a: float
+    mean_b: float
+    diff: float  # mean_a - mean_b
+    half_width: float  # of the CI of diff; nan when it cannot be computed
+    p_value: float  # Welch's two-sided test; nan when it cannot be computed
+    n_a: int
+    n_b: int
+    df: float
+    confidence: float = 0.95
+
+    @property
+    def relative(self) -> float:
+        """(a - b) / b: +0.10 means a is 10% slower (larger) than b."""
+        return self.diff / self.mean_b if self.mean_b else math.nan
+
+    @property
+    def relative_low(self) -> float:
+        return (self.diff - self.half_width) / self.mean_b if self.mean_b else math.nan
+
+    @property
+    def relative_high(self) -> float:
+        return (self.diff + self.half_width) / self.mean_b if self.mean_b else math.nan
+
+    @property
+    def ratio(self) -> float:
+        return self.mean_a / self.mean_b if self.mean_b else math.nan
+
+    @property
+    def testable(self) -> bool:
+        return not math.isnan(self.p_value)
+
+    @property
+    def significant(self) -> bool:
+        return self.testable and self.p_value < (1 - self.confidence)
+
+    def describe(self, unit: str = "%") -> str:
+        """``+10.0% (CI +8.1..+11.9%, significant, p=0.0004)`` or ``..., not significant``."""
+        if not self.testable:
+            return f"{self.relative * 100:+.1f}% (no CI: needs >= 2 values on each side)"
+        verdict = "significant" if self.significant else "not significant"
+        return (f"{self.relative * 100:+.1f}% (CI {self.relative_low * 100:+.1f}.."
+                f"{self.relative_high * 100:+.1f}%, {verdict}, p{_fmt_p(self.p_value)})")
+
+    def to_json(self) -> dict[str, float | int | bool | str]:
+        return {"mean_a": self.mean_a, "mean_b": self.mean_b, "diff": self.diff,
+                "half_width": self.half_width, "p_value": self.p_value, "n_a": self.n_a,
+                "n_b": self.n_b, "df": self.df, "relative": self.relative,
+                "relative_low": self.relative_low, "relative_high": self.relative_high,
+                "significant": self.significant, "text": self.describe()}
+
+
+def _fmt_p(p: float) -> str:
+    """``=0.03`` or ``<0.001`` (to follow a ``p``)."""
+    return f"={p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
+    """Welch's CI and test of mean(a) - mean(b) (see :class:`Difference`)."""
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    na, nb = int(xa.size), int(xb.size)
+    ma = float(xa.mean()) if na else math.nan
+    mb = float(xb.mean()) if nb else math.nan
+    if na < 2 or nb < 2:
+        return Difference(ma, mb, ma - mb, math.nan, math.nan, na, nb, math.nan, confidence)
+    va, vb = float(xa.var(ddof=1)) / na, float(xb.var(ddof=1)) / nb
+    se = math.sqrt(va + vb)
+    if se == 0:  # identical constant samples: no uncertainty at all
+        p = 1.0 if ma == mb else 0.0
+        return Difference(ma, mb, ma - mb, 0.0, p, na, nb, math.inf, confidence)
+    df = satterthwaite_df([(va, na), (vb, nb)])
+    from scipy import stats
+
+    t = (ma - mb) / se
+    p = float(2 * stats.t.sf(abs(t), df))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return Difference(ma, mb, ma - mb, half, p, na, nb, df, confidence)
+
+
+def satterthwaite_df(parts: Sequence[tuple[float, int]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variance terms
+    ``(variance of the term, observations behind it)``."""
+    num = sum(v for v, _ in parts) ** 2
+    den = sum(v * v / (n - 1) for v, n in parts if n > 1)
+    return num / den if den > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class RatioOfRatios:
+    """(a1/b1) / (a2/b2) on the log scale, e.g. an E2E speedup against an inference-only
+    speedup. Delta method: var(log mean) ~ s^2 / (n mean^2) for each of the four means."""
+
+    value: float
+    low: float
+    high: float
+    df: float
+
+    @property
+    def significant(self) -> bool:
+        return not math.isnan(self.low) and (self.low > 1 or self.high < 1)
+
+
+def ratio_of_ratios(a1: Sequence[float], b1: Sequence[float], a2: Sequence[float],
+                    b2: Sequence[float], confidence: float = 0.95) -> RatioOfRatios:
+    groups = [np.asarray(g, dtype=float) for g in (a1, b1, a2, b2)]
+    means = [float(g.mean()) for g in groups]
+    value = (means[0] / means[1]) / (means[2] / means[3])
+    if any(g.size < 2 for g in groups) or any(m <= 0 for m in means):
+        return RatioOfRatios(value, math.nan, math.nan, math.nan)
+    parts = [(float(g.var(ddof=1)) / (g.size * m * m), int(g.size)) for g, m in zip(groups, means)]
+    se = math.sqrt(sum(v for v, _ in parts))
+    df = satterthwaite_df(parts)
+    from scipy import stats
+
+    t = float(stats.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else 1.959964
+    log_v = math.log(value)
+    return RatioOfRatios(value, math.exp(log_v - t * se), math.exp(log_v + t * se), df)

@@ -28,8 +28,11 @@ def _run(name, ic_data, **options):
                    settings=RunSettings(timeout_s=300))
 
 
-def _no_leftovers():
-    assert CgroupManager().leftovers() == []
+def _no_leftovers(facts):
+    """The run's own cgroup is gone in every hierarchy (other sessions may run theirs)."""
+    name = Path(facts["cgroup"]).name
+    assert name.startswith("deploybench-")
+    assert [p for p in CgroupManager().leftovers() if p.name == name] == []
 
 
 @pytest.mark.parametrize("cores", [1, 2])
@@ -46,7 +49,7 @@ def test_pinned_worker_runs_on_exactly_the_pinned_cores(ic_data, host, cores):
     assert record.environment["cpu_budget"] == cores == record.environment["torch_threads"]
     assert record.platform["cpu_stat"]["cpu_usage_ms"] > 0
     assert not [w for w in record.warnings if w["code"] == "affinity_mismatch"]
-    _no_leftovers()
+    _no_leftovers(record.platform)
 
 
 @pytest.mark.parametrize("cores", [1, 2])
@@ -58,7 +61,7 @@ def test_vanilla_worker_floats_under_a_quota(ic_data, host, cores):
     assert record.environment["cgroup"]["cpu_quota_cores"] == pytest.approx(cores)
     assert record.environment["affinity"] == usable_cpus()  # floats over every core
     assert record.platform["cpu_stat"]["nr_periods"] > 0
-    _no_leftovers()
+    _no_leftovers(record.platform)
 
 
 def test_explicit_pin_cpus_are_honoured(ic_data, host):
@@ -77,7 +80,7 @@ def test_a_hung_worker_is_killed_at_the_timeout(ic_data, tmp_path):
     outcome = platform.run(scenario, job, timeout_s=3)
     assert time.monotonic() - started < 30
     assert outcome.status == "timeout" and "3 s timeout" in outcome.error
-    _no_leftovers()
+    _no_leftovers(outcome.host_facts)
     out = subprocess.run(["pgrep", "-f", str(run_dir / "job.json")], capture_output=True)
     assert out.returncode == 1, "the worker is still running"
 
@@ -91,7 +94,7 @@ def test_a_crashing_worker_is_recorded_as_failed(tmp_path, monkeypatch):
     record = run_one(scenario, BareMetal(), data_dir=tmp_path / "d", settings=RunSettings(timeout_s=60))
     assert record.status == "failed"
     assert "no result" in record.error and "-9" in record.error
-    _no_leftovers()
+    _no_leftovers(record.platform)
 
 
 def _cli(*args, **kwargs):
@@ -118,16 +121,17 @@ def test_ctrl_c_stores_the_interrupted_run_and_cleans_up(tmp_path):
                              "--model-size", "full", "--requests", "2000", "--data-count", "8",
                              "--db", str(db)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    before = set(CgroupManager().leftovers())
     deadline = time.monotonic() + 60
-    while not CgroupManager().leftovers() and time.monotonic() < deadline:
+    while not (set(CgroupManager().leftovers()) - before) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(3)  # let the worker get going
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    _no_leftovers()
     from deploybench.store import Store
 
     [record] = Store(db).runs()
     assert record.status == "interrupted"
+    _no_leftovers(record.platform)

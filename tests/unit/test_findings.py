@@ -1,31 +1,326 @@
+"""Findings on synthetic runs with known answers (deploybench.synthetic makes run means exact)."""
+from __future__ import annotations
+
 import pytest
 
-from deploybench.findings import summarize
-
-from .fakes import record
-
-
-def test_summary_uses_run_means_for_the_ci_and_excludes_failures():
-    runs = [record(e2e_ms=[10, 10]), record(e2e_ms=[12, 12]), record(e2e_ms=[14, 14]),
-            record(status="failed", error="boom")]
-    [s] = summarize(runs)
-    assert s.runs == 3 and s.failed_runs == 1 and s.samples == 6
-    assert s.e2e_mean_ms == pytest.approx(12.0)
-    assert s.ci_basis == "runs" and s.e2e_ci95_ms == pytest.approx(4.968, abs=1e-3)  # t(2)=4.303, sem 1.155
-    assert s.pre_ms + s.infer_ms + s.post_ms == pytest.approx(s.e2e_mean_ms, rel=1e-6)
+from deploybench.findings import (build_cells, causes, chr_trends, gpu_speedups, overheads, pin_gains,
+                                  scale_ups)
+from deploybench.practices import DOES_NOT_HOLD, HOLDS, NOT_ENOUGH, best_practices
+from deploybench.recommend import Constraints, compare_scenarios, recommend
+from deploybench.scenario import ScenarioError
+from deploybench.stats import ratio_of_ratios, welch_difference
+from deploybench.synthetic import synthetic_runs, synthetic_study
+from deploybench.worker.job import WarningCode
 
 
-def test_a_single_run_gets_a_ci_over_its_requests():
-    [s] = summarize([record(e2e_ms=[9, 10, 11])])
-    assert s.ci_basis == "samples" and s.e2e_ci95_ms > 0
+def cells_of(*groups):
+    return build_cells([r for g in groups for r in g])
 
 
-def test_high_variance_across_runs_is_flagged():
-    [s] = summarize([record(e2e_ms=[v]) for v in (10, 20, 10, 30)])
-    assert "high_variance" in s.warnings
+def practice(cells, records, number):
+    return best_practices(cells, records)[number - 1]
 
 
-def test_scenarios_are_kept_apart():
-    rows = summarize([record("BM/1/PIN/CPU"), record("BM/1/VNL/CPU"), record("BM/1/PIN/CPU", app="sr")])
-    assert sorted((r.app, r.scenario) for r in rows) == [("ic", "BM/1/PIN/CPU"), ("ic", "BM/1/VNL/CPU"),
-                                                          ("sr", "BM/1/PIN/CPU")]
+# -- statistics ---------------------------------------------------------------------------
+def test_welch_difference_ci_excludes_zero_exactly_when_significant():
+    for a, b in (([110, 110.5, 109.5], [100, 100.4, 99.6]), ([101, 95, 108], [100, 104, 93])):
+        d = welch_difference(a, b)
+        assert d.significant == (d.relative_low > 0 or d.relative_high < 0)
+
+
+def test_welch_difference_without_two_values_per_side_is_not_testable():
+    d = welch_difference([1.0], [1.0, 2.0])
+    assert not d.testable and not d.significant
+    assert "no CI" in d.describe()
+
+
+def test_ratio_of_ratios_detects_different_speedups():
+    rr = ratio_of_ratios([50, 50.5, 49.5], [100, 101, 99], [25, 25.2, 24.8], [100, 100.5, 99.5])
+    assert rr.value == pytest.approx(2.0)
+    assert rr.significant and rr.low > 1.5
+
+
+# -- overhead against BM ------------------------------------------------------------------
+def test_platform_ten_percent_slower_with_tight_cis_is_reported_as_ten_percent_significant():
+    cells = cells_of(synthetic_runs("BM/2/PIN/CPU", 100.0, runs=5, run_cv=0.005),
+                     synthetic_runs("CN/2/PIN/CPU", 110.0, runs=5, run_cv=0.005))
+    [ovh] = overheads(cells)
+    assert ovh.cell.name == "CN/2/PIN/CPU" and ovh.baseline.name == "BM/2/PIN/CPU"
+    assert ovh.diff.relative == pytest.approx(0.10, abs=1e-6)
+    assert ovh.diff.relative_low < 0.10 < ovh.diff.relative_high
+    assert ovh.diff.relative_high - ovh.diff.relative_low < 0.03
+    assert ovh.diff.significant
+    assert ovh.text.startswith("+10.0% (CI +")
+    assert ", significant, p" in ovh.text and "not significant" not in ovh.text
+
+
+def test_platform_one_percent_slower_with_wide_cis_is_reported_as_not_significant():
+    cells = cells_of(synthetic_runs("BM/2/VNL/CPU", 100.0, runs=3, run_cv=0.08),
+                     synthetic_runs("VM/2/VNL/CPU", 101.0, runs=3, run_cv=0.08, accel="kvm"))
+    [ovh] = overheads(cells)
+    assert ovh.diff.relative == pytest.approx(0.01, abs=1e-6)
+    assert not ovh.diff.significant
+    assert ovh.diff.relative_low < 0 < ovh.diff.relative_high
+    assert ovh.text.startswith("+1.0% (CI ") and "not significant" in ovh.text
+
+
+def test_overhead_compares_only_the_same_cores_mode_and_workload():
+    cells = cells_of(synthetic_runs("BM/2/PIN/CPU", 100.0), synthetic_runs("CN/4/PIN/CPU", 90.0),
+                     synthetic_runs("CN/2/VNL/CPU", 120.0),
+                     synthetic_runs("CN/2/PIN/CPU", 100.0, model_size="full"))
+    assert overheads(cells) == []
+
+
+def test_single_run_cells_are_compared_over_requests_and_say_so():
+    cells = cells_of(synthetic_runs("BM/1/PIN/CPU", 100.0, runs=1),
+                     synthetic_runs("CN/1/PIN/CPU", 120.0, runs=1))
+    [ovh] = overheads(cells)
+    assert ovh.basis == "requests" and "single run" in ovh.text
+    assert ovh.diff.significant and ovh.diff.relative == pytest.approx(0.2, abs=1e-6)
+
+
+def test_emulated_vm_is_compared_but_flagged_and_never_recommended():
+    cells = cells_of(synthetic_runs("BM/2/PIN/CPU", 100.0),
+                     synthetic_runs("VM/2/PIN/CPU", 50.0, accel="tcg", warnings=[WarningCode.EMULATED_VM]))
+    [ovh] = overheads(cells)
+    assert ovh.cell.emulated and "TCG" in ovh.cell.display
+    [rec] = recommend(cells)
+    assert rec.best.name == "BM/2/PIN/CPU"
+    assert rec.rejected == {"TCG-emulated (not comparable)": 1}
+
+
+def test_busy_and_idle_host_runs_are_separate_cells():
+    cells = cells_of(synthetic_runs("BM/2/PIN/CPU", 100.0, host_load="idle"),
+                     synthetic_runs("BM/2/PIN/CPU", 140.0, host_load="busy"))
+    loads = sorted((c.host_load, round(c.summary.e2e_mean_ms)) for c in cells)
+    assert loads == [("busy", 140), ("idle", 100)]
+
+
+def test_phase_shares_come_from_the_phase_means():
+    [cell] = cells_of(synthetic_runs("BM/1/PIN/CPU", 100.0, phase_shares=(0.3, 0.6, 0.1)))
+    shares = cell.phase_shares()
+    assert shares["pre"] == pytest.approx(0.3, abs=1e-3)
+    assert shares["infer"] == pytest.approx(0.6, abs=1e-3)
+    assert shares["post"] == pytest.approx(0.1, abs=1e-3)
+
+
+# -- scale-up, pinning, CHR, GPU, causes ------------------------------------------------------
+def knee_series(knee: int, platform: str = "BM", mode: str = "PIN", cv: float = 0.005):
+    out = []
+    for n in (1, 2, 4, 8, 16):
+        out += synthetic_runs(f"{platform}/{n}/{mode}/CPU", 100.0 / min(n, knee) * (1 + 0.002 * n), runs=4, run_cv=cv)
+    return out
+
+
+@pytest.mark.parametrize("knee", [2, 4, 8])
+def test_scale_up_knee_is_found_where_designed(knee):
+    [s] = scale_ups(cells_of(knee_series(knee)))
+    assert s.knee == knee
+    assert s.best_cores == knee
+    assert not s.keeps_improving
+    assert f"after {knee} cores" in s.describe()
+
+
+def test_scale_up_without_knee_keeps_improving_to_the_largest_cores():
+    [s] = scale_ups(cells_of(knee_series(64)))
+    assert s.knee == 16 and s.keeps_improving
+    assert "no knee" in s.describe()
+
+
+def test_pin_against_vnl_gain_per_platform():
+    cells = cells_of(synthetic_runs("CN/2/PIN/CPU", 90.0, run_cv=0.005),
+                     synthetic_runs("CN/2/VNL/CPU", 100.0, run_cv=0.005))
+    [gain] = pin_gains(cells)
+    assert gain.cell.name == "CN/2/PIN/CPU" and gain.baseline.name == "CN/2/VNL/CPU"
+    assert gain.diff.relative == pytest.approx(-0.10, abs=1e-6) and gain.diff.significant
+
+
+def test_vanilla_container_overhead_falls_as_chr_rises():
+    records = []
+    for n, extra in ((2, 0.30), (8, 0.10), (16, 0.01)):
+        records += synthetic_runs(f"BM/{n}/VNL/CPU", 100.0 / n, run_cv=0.005, host_cores=16)
+        records += synthetic_runs(f"CN/{n}/VNL/CPU", 100.0 / n * (1 + extra), run_cv=0.005, host_cores=16)
+    [trend] = chr_trends(overheads(build_cells(records)))
+    assert (trend.platform, trend.cpu_mode) == ("CN", "VNL")
+    assert [p[0] for p in trend.points] == [0.125, 0.5, 1.0]
+    assert trend.falls_with_chr
+    assert "+30.0% at CHR 0.12" in trend.describe()
+
+
+def test_gpu_speedup_e2e_is_smaller_than_inference_only_when_phases_dominate():
+    records = (synthetic_runs("BM/4/PIN/CPU", 100.0, phase_shares=(0.3, 0.6, 0.1))
+               + synthetic_runs("BM/4/PIN/GPU", 46.0, phase_shares=(30, 6, 10))
+               + synthetic_runs("BM/4/PIN/CPU", 60.0, inference_only=True, phase_shares=(0, 1, 0))
+               + synthetic_runs("BM/4/PIN/GPU", 6.0, inference_only=True, phase_shares=(0, 1, 0)))
+    [g] = gpu_speedups(build_cells(records))
+    e2e, _, _ = g.speedup(g.e2e)
+    only, _, _ = g.speedup(g.inference_only)
+    assert e2e == pytest.approx(100 / 46, rel=1e-3)
+    assert only == pytest.approx(10.0, rel=1e-2)
+    assert "10.0x (inference-only) vs 2.2x E2E" in g.describe()
+
+
+def test_causes_report_throttling_migrations_and_oversubscription():
+    [cell] = cells_of(synthetic_runs("CN/1/VNL/CPU", 100.0, throttled_share=0.4, migrations_per_request=3.0,
+                                     warnings=[WarningCode.THREADS_OVER_BUDGET], start_latency_s=0.2))
+    k = causes(cell)
+    assert k.throttled_share == pytest.approx(0.4, abs=0.05)
+    assert k.migrations_per_request == pytest.approx(3.0)
+    assert k.oversubscribed_runs == 3
+    assert k.start_latency_s == pytest.approx(0.2)
+
+
+# -- recommendation and compare ---------------------------------------------------------------
+def rec_cells():
+    return cells_of(synthetic_runs("BM/4/PIN/CPU", 50.0, run_cv=0.005),
+                    synthetic_runs("BM/2/PIN/CPU", 80.0, run_cv=0.005),
+                    synthetic_runs("CN/2/PIN/CPU", 80.5, run_cv=0.05),
+                    synthetic_runs("CN/1/PIN/CPU", 150.0, run_cv=0.005))
+
+
+def test_recommendation_without_constraints_is_the_fastest_with_a_significant_margin():
+    [rec] = recommend(rec_cells())
+    assert rec.best.name == "BM/4/PIN/CPU" and rec.runner_up.name == "BM/2/PIN/CPU"
+    assert rec.margin.diff.significant and not rec.tie
+    assert "significantly faster" in rec.text
+
+
+def test_recommendation_respects_max_cores_and_reports_a_tie_within_the_ci():
+    [rec] = recommend(rec_cells(), Constraints(max_cores=2))
+    assert rec.best.name == "BM/2/PIN/CPU" and rec.runner_up.name == "CN/2/PIN/CPU"
+    assert rec.tie and "within the CI" in rec.text
+    assert rec.rejected == {"more than 2 cores": 1}
+
+
+def test_recommendation_respects_platforms_and_the_p99_slo():
+    cells = rec_cells()
+    [rec] = recommend(cells, Constraints(platforms=("CN",)))
+    assert rec.best.name == "CN/2/PIN/CPU"
+    [rec] = recommend(cells, Constraints(latency_slo_ms=40.0, slo_percentile=99))
+    assert rec.best is None and "no scenario meets the constraints" in rec.text
+    assert rec.rejected == {"p99 over the SLO": 4}
+    # the fastest on average has a heavy tail: its p99 misses the SLO, its p90 does not
+    tail = cells_of(synthetic_runs("BM/4/PIN/CPU", 50.0, run_cv=0.005, request_cv=0.9),
+                    synthetic_runs("BM/2/PIN/CPU", 80.0, run_cv=0.005))
+    fast, slow = (next(c for c in tail if c.name == n) for n in ("BM/4/PIN/CPU", "BM/2/PIN/CPU"))
+    slo = (fast.summary.p90_ms + fast.summary.p99_ms) / 2
+    assert slow.summary.p99_ms < slo
+    [rec] = recommend(tail, Constraints(latency_slo_ms=slo, slo_percentile=99))
+    assert rec.best.name == "BM/2/PIN/CPU" and rec.rejected == {"p99 over the SLO": 1}
+    [rec] = recommend(tail, Constraints(latency_slo_ms=slo, slo_percentile=90))
+    assert rec.best.name == "BM/4/PIN/CPU"
+
+
+def test_constraints_refuse_bad_values_in_one_line():
+    with pytest.raises(ScenarioError, match="90 or 99"):
+        Constraints(slo_percentile=95)
+    with pytest.raises(ScenarioError, match="unknown platform"):
+        Constraints.parse_platforms("BM,XX")
+
+
+def test_compare_two_scenarios_and_refuse_unknown_ones():
+    [comp] = compare_scenarios(rec_cells(), "BM/2/PIN/CPU", "BM/4/PIN/CPU")
+    assert comp.diff.relative == pytest.approx(0.6, abs=1e-6) and comp.diff.significant
+    with pytest.raises(ScenarioError, match="no successful runs of VM/2/PIN/CPU"):
+        compare_scenarios(rec_cells(), "VM/2/PIN/CPU", "BM/4/PIN/CPU")
+
+
+# -- best practices on crafted data -----------------------------------------------------------
+def test_bp1_phases_matter_or_not_or_no_data():
+    rec = synthetic_runs("BM/1/PIN/CPU", 100, phase_shares=(0.25, 0.7, 0.05))
+    assert practice(build_cells(rec), rec, 1).verdict == HOLDS
+    rec = synthetic_runs("BM/1/PIN/CPU", 100, phase_shares=(0.01, 0.98, 0.01)) + \
+        synthetic_runs("BM/2/PIN/CPU", 60, phase_shares=(0.02, 0.97, 0.01))
+    assert practice(build_cells(rec), rec, 1).verdict == DOES_NOT_HOLD
+    rec = synthetic_runs("BM/1/PIN/CPU", 100, inference_only=True)
+    bp = practice(build_cells(rec), rec, 1)
+    assert bp.verdict == NOT_ENOUGH and bp.label.startswith("not enough data (needs: E2E runs")
+
+
+def test_bp2_scale_up_knee_holds_no_knee_does_not_hold():
+    rec = knee_series(4)
+    bp = practice(build_cells(rec), rec, 2)
+    assert bp.verdict == HOLDS and any("after 4 cores" in e for e in bp.evidence)
+    rec = knee_series(64)
+    assert practice(build_cells(rec), rec, 2).verdict == DOES_NOT_HOLD
+    rec = synthetic_runs("BM/2/PIN/CPU", 100)
+    assert practice(build_cells(rec), rec, 2).verdict == NOT_ENOUGH
+
+
+def test_bp3_all_cores_against_one_fewer():
+    rec = (synthetic_runs("BM/16/PIN/CPU", 52, run_cv=0.005) + synthetic_runs("BM/15/PIN/CPU", 51, run_cv=0.005))
+    bp = practice(build_cells(rec), rec, 3)
+    assert bp.verdict == HOLDS and "BM/16/PIN/CPU (all 16 cores) vs BM/15/PIN/CPU" in bp.evidence[0]
+    rec = (synthetic_runs("BM/16/PIN/CPU", 40, run_cv=0.005) + synthetic_runs("BM/15/PIN/CPU", 50, run_cv=0.005))
+    assert practice(build_cells(rec), rec, 3).verdict == DOES_NOT_HOLD
+    rec = synthetic_runs("BM/8/PIN/CPU", 40)
+    assert practice(build_cells(rec), rec, 3).verdict == NOT_ENOUGH
+
+
+def test_bp3_busy_host_slower_than_idle_holds():
+    rec = (synthetic_runs("VM/16/VNL/CPU", 50, run_cv=0.005, host_load="idle", accel="kvm")
+           + synthetic_runs("VM/16/VNL/CPU", 70, run_cv=0.005, host_load="busy", accel="kvm"))
+    bp = practice(build_cells(rec), rec, 3)
+    assert bp.verdict == HOLDS and "busy vs idle host" in bp.evidence[0]
+
+
+def test_bp4_needs_storage_variants_and_uses_them_when_recorded():
+    rec = synthetic_runs("BM/2/PIN/CPU", 50)
+    bp = practice(build_cells(rec), rec, 4)
+    assert bp.verdict == NOT_ENOUGH and "storage" in bp.needs
+    rec = (synthetic_runs("BM/2/PIN/CPU", 50, run_cv=0.005, storage="ssd")
+           + synthetic_runs("BM/2/PIN/CPU", 70, run_cv=0.005, storage="hdd", seed=1))
+    assert practice(build_cells(rec), rec, 4).verdict == HOLDS
+
+
+def e2e_and_inference_only(e2e_speedup: float, infer_speedup: float):
+    return (synthetic_runs("BM/1/PIN/CPU", 100, run_cv=0.005)
+            + synthetic_runs("BM/2/PIN/CPU", 100 / e2e_speedup, run_cv=0.005)
+            + synthetic_runs("BM/1/PIN/CPU", 60, run_cv=0.005, inference_only=True, phase_shares=(0, 1, 0))
+            + synthetic_runs("BM/2/PIN/CPU", 60 / infer_speedup, run_cv=0.005, inference_only=True,
+                             phase_shares=(0, 1, 0)))
+
+
+def test_bp5_e2e_against_inference_only_speedups():
+    rec = e2e_and_inference_only(1.3, 1.9)
+    bp = practice(build_cells(rec), rec, 5)
+    assert bp.verdict == HOLDS and "1.30x E2E vs 1.90x inference only" in bp.evidence[0]
+    rec = e2e_and_inference_only(1.5, 1.5)
+    assert practice(build_cells(rec), rec, 5).verdict == DOES_NOT_HOLD
+    rec = synthetic_runs("BM/1/PIN/CPU", 100) + synthetic_runs("BM/2/PIN/CPU", 60)
+    assert practice(build_cells(rec), rec, 5).verdict == NOT_ENOUGH
+
+
+def test_bp6_needs_gpu_runs_and_judges_them_when_present():
+    rec = synthetic_runs("BM/4/PIN/CPU", 100)
+    bp = practice(build_cells(rec), rec, 6)
+    assert bp.label == "not enough data (needs: GPU runs)"
+    cpu = synthetic_runs("BM/4/PIN/CPU", 100, run_cv=0.005) + synthetic_runs("BM/16/PIN/CPU", 45, run_cv=0.005)
+    gpu_slowish = synthetic_runs("BM/4/PIN/GPU", 46, run_cv=0.005, phase_shares=(30, 6, 10))
+    assert practice(build_cells(cpu + gpu_slowish), cpu + gpu_slowish, 6).verdict == HOLDS
+    gpu_fast = synthetic_runs("BM/4/PIN/GPU", 20, run_cv=0.005, phase_shares=(6, 4, 4))
+    assert practice(build_cells(cpu + gpu_fast), cpu + gpu_fast, 6).verdict == DOES_NOT_HOLD
+
+
+def test_bp7_containers_at_chr_one():
+    base = synthetic_runs("BM/16/VNL/CPU", 50, run_cv=0.005, host_cores=16)
+    cn = synthetic_runs("CN/16/VNL/CPU", 51, run_cv=0.005, host_cores=16)
+    vm = synthetic_runs("VM/16/VNL/CPU", 55, run_cv=0.005, host_cores=16, accel="kvm")
+    rec = base + cn + vm
+    assert practice(build_cells(rec), rec, 7).verdict == HOLDS
+    vm_fast = synthetic_runs("VM/16/VNL/CPU", 45, run_cv=0.005, host_cores=16, accel="kvm")
+    rec = base + cn + vm_fast
+    assert practice(build_cells(rec), rec, 7).verdict == DOES_NOT_HOLD
+    vm_tcg = synthetic_runs("VM/16/VNL/CPU", 45, run_cv=0.005, host_cores=16, accel="tcg")
+    rec = base + cn + vm_tcg
+    bp = practice(build_cells(rec), rec, 7)
+    assert bp.verdict == NOT_ENOUGH and "KVM, not TCG" in bp.needs
+
+
+def test_whole_synthetic_study_gives_a_verdict_or_a_need_for_every_practice():
+    rec = synthetic_study(apps=("ic",), gpu=True, busy=True, inference_only=True, emulated_vm=True)
+    bps = best_practices(build_cells(rec), rec)
+    assert [bp.number for bp in bps] == list(range(1, 8))
+    for bp in bps:
+        assert bp.verdict in (HOLDS, DOES_NOT_HOLD, NOT_ENOUGH)
+        assert bp.test and (bp.evidence or bp.needs)

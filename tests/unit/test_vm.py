@@ -25,7 +25,7 @@ from deploybench.platforms.guest.initramfs import (CpioWriter, InitramfsError, M
 from deploybench.platforms import vm as vm_mod
 from deploybench.platforms.vm import (ConsoleReader, KvmVerdict, QemuConfig, host_tsc_khz, kernel_cmdline,
                                       memory_for, pin_vcpus, qemu_command, resolve_accel, stage2_script)
-from deploybench.platforms.vmcn import bind_mounts, container_config, cpu_resources, skeleton_script
+from deploybench.platforms.vmcn import guest_limits
 from deploybench.scenario import PlatformName
 
 
@@ -423,29 +423,38 @@ def test_data_image_is_an_ext4_copy_of_the_data_built_once(tmp_path):
 
 
 # -- VMCN's container --------------------------------------------------------------------------
-def test_container_cpu_limits_inside_the_guest():
-    assert cpu_resources(1, pinned=True) == {"cpus": "0", "mems": "0"}
-    assert cpu_resources(3, pinned=True)["cpus"] == "0-2"
-    assert cpu_resources(2, pinned=False) == {"quota": 200000, "period": 100000}
+def test_container_limits_inside_the_guest_use_guest_cpu_numbers():
+    from deploybench.platforms.oci import cpu_resources
+
+    assert cpu_resources(guest_limits(1, pinned=True), "0") == {"cpus": "0", "mems": "0"}
+    assert cpu_resources(guest_limits(3, pinned=True), "0")["cpus"] == "0-2"
+    vanilla = cpu_resources(guest_limits(2, pinned=False), "0")
+    assert vanilla["quota"] == 200000 and vanilla["period"] == 100000 and vanilla["cpus"] == "0-1"
 
 
-def test_bind_mounts_skip_nested_dirs_and_only_the_share_is_writable():
-    mounts = bind_mounts(["/usr", "/usr/lib/python3", "/work/p/.venv", "/work/p/src", "/data"], "/runs/r1")
-    dests = [m["destination"] for m in mounts]
-    assert "/usr/lib/python3" not in dests and dests == sorted(dests, key=lambda p: (p.count("/"), p))
-    modes = {m["destination"]: m["options"][1] for m in mounts}
-    assert modes.pop("/runs/r1") == "rw" and set(modes.values()) == {"ro"}
+def test_vmcn_writes_cn_bundle_into_the_share_and_runs_the_host_runtime(tmp_path, ic_data):
+    from deploybench.scenario import Scenario
+    from deploybench.sweep import RunSettings, build_job
 
-
-def test_container_config_is_read_only_with_the_worker_and_limits():
-    config = container_config(["python", "-m", "deploybench.worker"], {"A": "1"},
-                              bind_mounts(["/usr"], "/runs/r1"), cpu_resources(1, True))
-    assert config["root"]["readonly"] is True
-    assert config["process"]["args"][-1] == "deploybench.worker" and "A=1" in config["process"]["env"]
-    assert config["linux"]["resources"]["cpu"] == {"cpus": "0", "mems": "0"}
-    assert {"type": "cgroup"} in config["linux"]["namespaces"]
-    script = skeleton_script(config["mounts"][-2:])
-    assert "mkdir -p /run/deploybench-vmcn/rootfs/usr" in script
+    if not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    scenario = Scenario.parse("VMCN/1/PIN/CPU", app="ic", requests=2)
+    job = build_job(scenario, data_dir=ic_data, run_dir=run_dir, run_id="u1", settings=RunSettings())
+    platform = platform_class(PlatformName.VMCN)()
+    plan = vm_mod.GuestPlan(GuestAssets("/k", "/i", None, "user"), "tcg", "test", _cfg(), [0],
+                            vm_mod.CpuLimits([0], None))
+    command, _ = platform.guest_command(scenario, job, run_dir / "job.json", plan)
+    assert command[0] == shutil.which("runc") and command[-1] == plan.extra_facts["container_id"]
+    config = json.loads((Path(command[command.index("--bundle") + 1]) / "config.json").read_text())
+    assert Path(command[command.index("--bundle") + 1]).parent == run_dir
+    assert config["linux"]["resources"]["cpu"]["cpus"] == "0" and config["root"]["readonly"] is True
+    assert config["process"]["args"][-2:] == ["--job", str(run_dir / "job.json")]
+    writable = [m["destination"] for m in config["mounts"] if m.get("type") == "bind" and "rw" in m["options"]]
+    assert writable == [str(run_dir.resolve())]
+    with pytest.raises(PlatformError, match="runc or crun"):
+        platform_class(PlatformName.VMCN)(PlatformOptions(runtime="kata")).runtime
 
 
 def test_vm_platforms_are_registered():

@@ -9,6 +9,9 @@ from .base import App, AppError
 
 BUILTIN_APPS: dict[str, str] = {
     "ic": "deploybench.apps.ic:ImageClassification",
+    "sr": "deploybench.apps.sr:SpeechRecognition",
+    "rs": "deploybench.apps.rs:Recommendation",
+    "nlp": "deploybench.apps.nlp:QuestionAnswering",
 }
 
 ENTRY_POINT_GROUP = "deploybench.apps"
@@ -21,7 +24,12 @@ def _import_spec(spec: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AppError(f"cannot import app module {module_name!r}: {exc}") from None
+        raise AppError(f"cannot import app module {module_name!r}: {exc} (is it on PYTHONPATH "
+                       "or installed?)") from None
+    except Exception as exc:  # a broken user module: one line, not a traceback
+        first = (str(exc).splitlines() or [""])[0]
+        raise AppError(f"app module {module_name!r} fails on import: "
+                       f"{type(exc).__name__}: {first}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -54,6 +62,9 @@ def resolve_app_class(name: str) -> type:
                            "preprocess", "infer", "postprocess") if not hasattr(cls, m)]
     if missing:
         raise AppError(f"app {name!r} does not implement the App protocol: missing {', '.join(missing)}")
+    sizes = getattr(cls, "sizes")
+    if isinstance(sizes, str) or not sizes or not all(isinstance(s, str) for s in sizes):
+        raise AppError(f"app {name!r}: sizes must be a non-empty tuple of names, e.g. (\"full\", \"tiny\")")
     return cls
 
 

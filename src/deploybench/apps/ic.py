@@ -12,7 +12,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..datasets import read_manifest
-from .base import AppError, check_size
+from .backends import check_backend, prepare_model
+from .base import check_size
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -21,7 +22,7 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 class ImageClassification:
     name: ClassVar[str] = "ic"
     sizes: ClassVar[tuple[str, ...]] = ("full", "small", "tiny")
-    backends: ClassVar[tuple[str, ...]] = ("torch",)
+    backends: ClassVar[tuple[str, ...]] = ("torch", "onnxruntime")
 
     def __init__(self) -> None:
         self.data_dir: Path | None = None
@@ -35,21 +36,29 @@ class ImageClassification:
 
         generate_imagenet_like(Path(out_dir), count, seed)
 
+    def example_inputs(self) -> tuple[Any, ...]:
+        """Example model inputs of one batch (for the ONNX export)."""
+        import torch
+
+        return (torch.zeros((1, 3, 224, 224), dtype=torch.float32),)
+
     def load(self, data_dir: Path, size: str, backend: str, threads: int,
              device: str = "cpu") -> None:
         import torch
 
-        from ..models.resnet import build_resnet
+        from ..models.resnet import RESNET_SIZES, build_resnet
 
         check_size(self, size)
-        if backend not in self.backends:
-            raise AppError(f"app ic has no backend {backend!r}: use one of {', '.join(self.backends)}")
+        check_backend(self.name, backend, self.backends)
         self.data_dir = Path(data_dir)
         manifest = read_manifest(self.data_dir)
         self.files = list(manifest["files"])
         self.labels = (self.data_dir / manifest.get("labels", "labels.txt")).read_text().splitlines()
         self.device = device
-        self.model = build_resnet(size).to(device)
+        self.model = prepare_model(build_resnet(size, seed=0), backend, threads,
+                                   self.example_inputs(),
+                                   cache_key=(self.name, size, RESNET_SIZES[size], 0),
+                                   input_names=["image"], output_names=["logits"], device=device)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:

@@ -9,6 +9,7 @@ from .base import Platform, PlatformError, PlatformOptions, RunOutcome
 
 _PLATFORMS: dict[PlatformName, str] = {
     PlatformName.BM: "deploybench.platforms.baremetal:BareMetal",
+    PlatformName.CN: "deploybench.platforms.container:Container",
     PlatformName.VM: "deploybench.platforms.vm:VirtualMachine",
     PlatformName.MVM: "deploybench.platforms.vm:MicroVM",
     PlatformName.VMCN: "deploybench.platforms.vmcn:ContainerInVM",

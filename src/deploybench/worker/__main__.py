@@ -76,6 +76,7 @@ def run_job(job: WorkerJob) -> WorkerResult:
             "thread_pools": pools,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "os_cpu_count": os.cpu_count(),
+            "isolation": env.isolation_facts(),
             **env.scheduler_counters(),
         }
         over = [p for p in pools if (p.get("threads") or 0) > budget]

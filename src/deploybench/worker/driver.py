@@ -1,11 +1,15 @@
 """Drive an app with MLPerf LoadGen and time every sample's three phases.
 
-One processing thread serves all LoadGen scenarios: LoadGen's issue callback only enqueues
-(it must return quickly, and in Server mode it is called from LoadGen's own scheduler), the
-processing thread takes up to ``batch_size`` queued samples, times preprocess / infer /
-postprocess with ``perf_counter_ns`` and reports completion. A batch's inference and
-post-processing times are shared equally among its samples, so per-sample E2E is
-``preprocess + infer + postprocess`` and sums to the work done.
+Offline and SingleStream queries are processed inside LoadGen's issue callback: LoadGen
+issues the next SingleStream query only after the previous one completed, and the single
+Offline query holds every sample, so a hand-off to another thread would only add a thread
+wake-up per sample to what we measure (the probe-effect benchmark showed ~2.7x LoadGen's
+own per-sample cost with a hand-off, see benchmarks/probe_effect.py). Server queries
+arrive on LoadGen's scheduler thread, which must not block, so they are queued to one
+processing thread that takes up to ``batch_size`` waiting samples at a time.
+
+A batch's inference and post-processing times are shared equally among its samples, so
+per-sample E2E is ``preprocess + infer + postprocess`` and sums to the work done.
 """
 from __future__ import annotations
 
@@ -22,17 +26,30 @@ _STOP = object()
 
 
 class SampleLog:
-    """Column-wise per-sample record (lists of ints; appends only on the hot path)."""
+    """Per-sample records. The hot path appends one tuple per sample; columns are built
+    once at the end (one append instead of seven keeps the probe effect low)."""
 
     COLUMNS = ("sample_index", "preprocess_ns", "infer_ns", "postprocess_ns", "batch",
                "queue_ns", "done_ns")
 
     def __init__(self) -> None:
-        for name in self.COLUMNS:
-            setattr(self, name, [])
+        self.rows: list[tuple[int, int, int, int, int, int, int]] = []
+
+    def column(self, name: str) -> list[int]:
+        i = self.COLUMNS.index(name)
+        return [row[i] for row in self.rows]
+
+    def __getattr__(self, name: str) -> list[int]:
+        if name in SampleLog.COLUMNS:
+            return self.column(name)
+        raise AttributeError(name)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def to_json(self) -> dict[str, list[int]]:
-        return {name: getattr(self, name) for name in self.COLUMNS}
+        columns = list(zip(*self.rows)) if self.rows else [()] * len(self.COLUMNS)
+        return {name: list(col) for name, col in zip(self.COLUMNS, columns)}
 
 
 class LoadgenDriver:
@@ -61,7 +78,16 @@ class LoadgenDriver:
             self.cache.pop(i, None)
 
     # -- SUT callbacks -------------------------------------------------------------------
-    def issue(self, query_samples: Sequence[Any]) -> None:
+    def issue_inline(self, query_samples: Sequence[Any]) -> None:
+        now = time.perf_counter_ns()
+        size = self.batch_size
+        if size == 1 and not self.inference_only:
+            self._process_singles(query_samples, now)
+            return
+        for i in range(0, len(query_samples), size):
+            self._process([(q.id, q.index, now) for q in query_samples[i:i + size]])
+
+    def issue_queued(self, query_samples: Sequence[Any]) -> None:
         now = time.perf_counter_ns()
         put = self.queue.put
         for qs in query_samples:
@@ -88,48 +114,72 @@ class LoadgenDriver:
         return batch
 
     def process_loop(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            self._process(batch)
+
+    def _process_singles(self, query_samples: Sequence[Any], issued: int) -> None:
+        """`_process` specialised for batches of one (the common case), same records."""
         lg = self._lg
         clock = time.perf_counter_ns
-        log = self.log
-        app = self.app
-        ids = self.ids
-        cache = self.cache
-        while True:
-            batch = self._take_batch()
-            if batch is None:
-                return
+        preprocess, infer, postprocess = self.app.preprocess, self.app.infer, self.app.postprocess
+        ids, append, t0 = self.ids, self.log.rows.append, self.t0_ns
+        complete, response = lg.QuerySamplesComplete, lg.QuerySampleResponse
+        number = self._batches
+        for q in query_samples:
+            index = q.index
             try:
                 start = clock()
-                inputs = []
-                pre = []
-                for _id, index, _issued in batch:
-                    t = clock()
-                    inputs.append(cache[index] if self.inference_only else app.preprocess(ids[index]))
-                    pre.append(clock() - t)
-                t = clock()
-                output = app.infer(inputs)
+                x = preprocess(ids[index])
+                t_pre = clock()
+                output = infer([x])
                 t_inf = clock()
-                app.postprocess(output)
+                postprocess(output)
                 t_post = clock()
-            except BaseException as exc:  # recorded; LoadGen still needs its completions
-                self.error = exc
-                lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i, _, _ in batch])
+            except BaseException as exc:
+                self.error = self.error or exc
+                complete([response(q.id, 0, 0)])
                 continue
-            n = len(batch)
-            inf_share = (t_inf - t) // n
-            post_share = (t_post - t_inf) // n
-            done = t_post - self.t0_ns
-            number = self._batches
-            self._batches += 1
-            for (_id, index, issued), p in zip(batch, pre):
-                log.sample_index.append(index)
-                log.preprocess_ns.append(p)
-                log.infer_ns.append(inf_share)
-                log.postprocess_ns.append(post_share)
-                log.batch.append(number)
-                log.queue_ns.append(start - issued)
-                log.done_ns.append(done)
+            append((index, t_pre - start, t_inf - t_pre, t_post - t_inf, number, start - issued,
+                    t_post - t0))
+            number += 1
+            complete([response(q.id, 0, 0)])
+        self._batches = number
+
+    def _process(self, batch: Sequence[tuple[int, int, int]]) -> None:
+        """Time one batch's phases, record them, report completion to LoadGen."""
+        lg = self._lg
+        clock = time.perf_counter_ns
+        try:
+            start = t = clock()
+            if self.inference_only:
+                inputs = [self.cache[index] for _, index, _ in batch]
+                pre = [0] * len(batch)
+            else:
+                preprocess, ids = self.app.preprocess, self.ids
+                inputs, pre = [], []
+                for _, index, _ in batch:
+                    inputs.append(preprocess(ids[index]))
+                    now = clock()
+                    pre.append(now - t)
+                    t = now
+            output = self.app.infer(inputs)
+            t_inf = clock()
+            self.app.postprocess(output)
+            t_post = clock()
+        except BaseException as exc:  # recorded; LoadGen still needs its completions
+            self.error = self.error or exc
             lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i, _, _ in batch])
+            return
+        n = len(batch)
+        inf_share = (t_inf - t) // n
+        post_share = (t_post - t_inf) // n
+        done = t_post - self.t0_ns
+        number = self._batches
+        self._batches = number + 1
+        append = self.log.rows.append
+        for (_, index, issued), p in zip(batch, pre):
+            append((index, p, inf_share, post_share, number, start - issued, done))
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i, _, _ in batch])
 
     def warm_up(self, batches: int) -> None:
         """Untimed end-to-end batches: first-call allocations are not what we measure."""
@@ -166,16 +216,20 @@ class LoadgenDriver:
         log_settings.log_output.copy_summary_to_stdout = False
         log_settings.enable_trace = False
 
-        sut = lg.ConstructSUT(self.issue, self.flush)
+        queued = scenario == "Server"
+        sut = lg.ConstructSUT(self.issue_queued if queued else self.issue_inline, self.flush)
         qsl = lg.ConstructQSL(total, min(total, requests), self.load_samples, self.unload_samples)
-        thread = threading.Thread(target=self.process_loop, name="deploybench-sut", daemon=True)
-        thread.start()
+        thread = None
+        if queued:
+            thread = threading.Thread(target=self.process_loop, name="deploybench-sut", daemon=True)
+            thread.start()
         try:
             self.t0_ns = time.perf_counter_ns()
             lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
         finally:
-            self.queue.put(_STOP)
-            thread.join()
+            if thread is not None:
+                self.queue.put(_STOP)
+                thread.join()
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)
         if self.error is not None:

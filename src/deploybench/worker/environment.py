@@ -116,6 +116,30 @@ def scheduler_counters() -> dict[str, int]:
     return out
 
 
+def isolation_facts() -> dict[str, Any]:
+    """What isolates this process, as seen from inside: namespace ids (compare them with the
+    host's ``/proc/self/ns/*``), hostname, whether ``/`` is read-only, network interfaces."""
+    namespaces: dict[str, str] = {}
+    try:
+        for name in sorted(os.listdir("/proc/self/ns")):
+            try:
+                namespaces[name] = os.readlink(f"/proc/self/ns/{name}")
+            except OSError:
+                pass
+    except OSError:
+        pass
+    try:
+        root_readonly: bool | None = bool(os.statvfs("/").f_flag & os.ST_RDONLY)
+    except OSError:
+        root_readonly = None
+    try:
+        interfaces: list[str] | None = sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        interfaces = None
+    return {"namespaces": namespaces, "hostname": os.uname().nodename, "pid": os.getpid(),
+            "root_readonly": root_readonly, "net_interfaces": interfaces}
+
+
 def cpu_model() -> str:
     text = _read(Path("/proc/cpuinfo")) or ""
     for line in text.splitlines():

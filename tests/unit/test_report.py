@@ -1,0 +1,157 @@
+"""The HTML report and the report/compare commands, on synthetic runs (no browser here:
+tests/integration/test_report_browser.py opens the file in Chromium)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from deploybench.cli import app
+from deploybench.recommend import Constraints
+from deploybench.report.build import analyze, figures, render_html, write_report
+from deploybench.synthetic import synthetic_runs, synthetic_study
+
+SECTIONS = ("summary", "recommendation", "figures", "results", "overhead", "scale-up", "pinning", "chr",
+            "gpu", "causes", "best-practices", "warnings", "failures", "metadata")
+
+
+@pytest.fixture(scope="module")
+def full_study():
+    return synthetic_study(apps=("ic", "nlp"), cores=(1, 2, 4, 16), gpu=True, busy=True,
+                           inference_only=True, emulated_vm=True)
+
+
+@pytest.fixture(scope="module")
+def full_html(full_study):
+    return render_html(analyze(full_study))
+
+
+def svgs(html: str) -> list[str]:
+    return re.findall(r"<svg\b[^>]*>", html)
+
+
+def test_report_has_every_section(full_html):
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in full_html
+
+
+def test_every_figure_is_inline_svg_with_a_size_and_unique_ids(full_html):
+    tags = svgs(full_html)
+    assert len(tags) >= 6  # Fig. 4 per app, Fig. 5 GPU and CPU, Fig. 9, Figs. 10 and 11
+    for tag in tags:
+        assert re.search(r'viewBox="0 0 [\d.]+ [\d.]+"', tag)
+        assert re.search(r'width="[\d.]+pt"', tag) and re.search(r'height="[\d.]+pt"', tag)
+    ids = re.findall(r'\bid="([^"]+)"', full_html)
+    assert len(ids) == len(set(ids)), "duplicate ids would break clip paths between figures"
+
+
+def test_report_needs_no_network(full_html):
+    assert not re.search(r'(src|href)="(https?:)?//', full_html)
+    assert "<script" not in full_html and "<link" not in full_html and "<img" not in full_html
+
+
+def test_paper_figures_are_present_with_data(full_study):
+    keys = [f.key for f in figures(analyze(full_study))]
+    assert sum(k.startswith("fig4-") for k in keys) == 2
+    for key in ("fig5", "fig9", "fig10", "fig11"):
+        assert key in keys
+    assert all(f.svg for f in figures(analyze(full_study)))
+
+
+def test_missing_data_gives_explicit_placeholders_not_empty_figures():
+    records = synthetic_runs("BM/1/PIN/CPU", 10.0) + synthetic_runs("BM/2/PIN/CPU", 6.0)
+    a = analyze(records)
+    by_key = {f.key: f for f in figures(a)}
+    assert by_key["fig5"].svg is None and by_key["fig5"].needs == "GPU runs"
+    assert by_key["fig9"].svg is None and "host_load" in by_key["fig9"].needs
+    assert by_key["fig10"].svg is None
+    html = render_html(a)
+    assert "Not enough data for this figure (needs: GPU runs)" in html
+    bp6 = html.split('id="bp6"')[1].split("</tr>")[0]
+    assert "not enough data" in bp6 and "needs: GPU runs" in bp6
+
+
+def test_emulated_vms_are_reported_apart(full_html):
+    assert "Emulated VMs (TCG): not comparable with native runs" in full_html
+    emulated = full_html.split("Emulated VMs (TCG)")[1].split("</table>")[0]
+    assert "VM/2/PIN/CPU (TCG)" in emulated
+
+
+def test_failed_runs_warnings_and_metadata_are_listed(full_html):
+    failures = full_html.split('<section id="failures">')[1].split("</section>")[0]
+    assert "VM/16/PIN/CPU" in failures and "the guest did not boot" in failures
+    warnings = full_html.split('<section id="warnings">')[1].split("</section>")[0]
+    assert "emulated_vm" in warnings and "TCG emulation" in warnings  # with its hint
+    meta = full_html.split('<section id="metadata">')[1].split("</section>")[0]
+    for field in ("kernel", "CPU", "git revision", "accelerator", "tcg", "kvm", "synthetic-host"):
+        assert field in meta
+
+
+def test_best_practice_verdicts_are_shown_with_their_tests(full_study, full_html):
+    bp_html = full_html.split('<section id="best-practices">')[1].split("</section>")[0]
+    for bp in analyze(full_study).best_practices:
+        assert f'id="bp{bp.number}"' in bp_html
+        assert bp.verdict in bp_html
+    assert bp_html.count("Test: ") == 7
+
+
+def test_recommendation_section_shows_constraints_and_the_best(full_study):
+    html = render_html(analyze(full_study, Constraints(max_cores=2, platforms=("BM", "CN"))))
+    rec = html.split('<section id="recommendation">')[1].split("</section>")[0]
+    assert "at most 2 cores, platforms BM,CN" in rec
+    assert "Best: <strong>BM/2/" in rec or "Best: <strong>CN/2/" in rec
+
+
+def test_report_of_no_runs_still_renders():
+    html = render_html(analyze([]))
+    assert "nothing to recommend yet" in html
+
+
+def test_write_report_writes_one_file(tmp_path):
+    out = tmp_path / "sub" / "r.html"
+    write_report(synthetic_runs("BM/1/PIN/CPU", 10.0), out)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert list(out.parent.iterdir()) == [out]
+
+
+# -- CLI ------------------------------------------------------------------------------------
+@pytest.fixture()
+def db(store, tmp_path):
+    for r in (synthetic_runs("BM/1/PIN/CPU", 10.0, run_cv=0.005) + synthetic_runs("BM/2/PIN/CPU", 6.0, run_cv=0.005)
+              + synthetic_runs("BM/2/VNL/CPU", 6.05, run_cv=0.05)):
+        store.add(r)
+    return store.path
+
+
+def test_cli_report_writes_the_file_and_prints_its_path(db, tmp_path):
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "-o", str(out), "--max-cores", "2",
+                                      "--latency-slo-ms", "100", "--slo-percentile", "99"])
+    assert result.exit_code == 0, result.output
+    assert f"report written to {out.resolve()}" in result.output
+    assert "recommendation for ic" in result.output and "best practice 7:" in result.output
+    assert '<section id="recommendation">' in out.read_text()
+
+
+def test_cli_report_bad_options_are_one_line_errors(db, tmp_path):
+    for args in (["--slo-percentile", "95"], ["--platforms", "BM,XYZ"]):
+        result = CliRunner().invoke(app, ["report", "--db", str(db), "-o", str(tmp_path / "r.html"), *args])
+        assert result.exit_code == 2
+        assert result.output.count("\n") == 1 and result.output.startswith("error: ")
+    result = CliRunner().invoke(app, ["report", "--db", str(tmp_path / "missing.db")])
+    assert result.exit_code == 2 and "no store at" in result.output
+
+
+def test_cli_compare_prints_difference_ci_and_significance(db):
+    result = CliRunner().invoke(app, ["compare", "BM/2/PIN/CPU", "BM/1/PIN/CPU", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "-40.0% (CI" in result.output and "significant" in result.output
+    assert "BM/2/PIN/CPU is faster" in result.output
+    result = CliRunner().invoke(app, ["compare", "BM/2/VNL/CPU", "BM/2/PIN/CPU", "--db", str(db)])
+    assert "not significantly different" in result.output
+
+
+def test_cli_compare_unknown_scenario_is_a_one_line_error(db):
+    result = CliRunner().invoke(app, ["compare", "CN/2/PIN/CPU", "BM/1/PIN/CPU", "--db", str(db)])
+    assert result.exit_code == 2 and "no successful runs of CN/2/PIN/CPU" in result.output
