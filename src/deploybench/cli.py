@@ -250,7 +250,7 @@ def prepare(
     what: str = typer.Argument(..., help="vm: the guest kernel and initramfs for VM/MVM/VMCN"),
     kernel: Optional[str] = typer.Option(None, "--kernel", help="use this kernel (bzImage) instead of Debian's"),
     initrd: Optional[str] = typer.Option(None, "--initrd", help="use this initramfs as it is"),
-    force: bool = typer.Option(False, "--force", help="download and build again"),
+    force: bool = typer.Option(False, "--force", help="download and build again, probe KVM again"),
 ) -> None:
     """Prepare platform assets once (cached): `prepare vm` fetches and builds the guest."""
     from .platforms.base import PlatformError

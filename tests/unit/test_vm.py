@@ -145,6 +145,18 @@ def test_pin_vcpus_needs_a_core_per_vcpu():
         pin_vcpus({0: 1, 1: 2}, [0])
 
 
+def test_qemu_dying_before_qmp_is_a_one_line_error_with_its_message(tmp_path):
+    stderr = tmp_path / "qemu-stderr.txt"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(["sh", "-c", "echo 'qemu-system-x86_64: -accel kvm: no such device' >&2; exit 1"],
+                                stderr=err)
+    proc.wait()
+    with pytest.raises(PlatformError) as exc:
+        vm_mod.Qmp(tmp_path / "qmp.sock", proc, 5, stderr)
+    assert str(exc.value) == ("QEMU exited with status 1 before QMP was up: "
+                              "qemu-system-x86_64: -accel kvm: no such device")
+
+
 def test_console_reader_timestamps_markers_and_errors(tmp_path):
     r, w = os.pipe()
     reader = ConsoleReader(os.fdopen(r, "rb"), tmp_path / "console.log")

@@ -344,7 +344,8 @@ def thread_affinity(pid: int, tid: int) -> list[int] | None:
 class Qmp:
     """The QMP connection of one guest (``qemu.qmp``'s synchronous client)."""
 
-    def __init__(self, socket_path: Path, proc: subprocess.Popen, timeout_s: float = QMP_CONNECT_S) -> None:
+    def __init__(self, socket_path: Path, proc: subprocess.Popen, timeout_s: float = QMP_CONNECT_S,
+                 stderr_path: Path | None = None) -> None:
         try:
             from qemu.qmp.legacy import QEMUMonitorProtocol
         except ImportError:
@@ -353,7 +354,9 @@ class Qmp:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise PlatformError(f"QEMU exited with status {proc.returncode} before QMP was up")
+                said = tail(stderr_path, 2000).strip().splitlines() if stderr_path else []
+                raise PlatformError(f"QEMU exited with status {proc.returncode} before QMP was up"
+                                    f"{': ' + said[-1][:300] if said else ''}")
             if socket_path.exists():
                 monitor = QEMUMonitorProtocol(str(socket_path))
                 try:
@@ -587,7 +590,7 @@ class VirtualMachine:
             facts["qemu_pid"] = proc.pid
             deadline = time.monotonic() + timeout_s
             try:
-                qmp = Qmp(Path(cfg.qmp_socket or ""), proc, min(QMP_CONNECT_S, timeout_s))
+                qmp = Qmp(Path(cfg.qmp_socket or ""), proc, min(QMP_CONNECT_S, timeout_s), qemu_stderr)
                 threads = qmp.vcpu_threads()
                 facts["vcpu_threads"] = {str(k): v for k, v in threads.items()}
                 if plan.pinned_cores is not None:

@@ -114,6 +114,9 @@ def prepare(kernel: str | None = None, initrd: str | None = None, *, force: bool
                            bzimage_release(data), "user")
     root = guest_home()
     root.mkdir(parents=True, exist_ok=True)
+    if force:  # a fresh start also forgets the cached KVM verdicts (vm.py probes again)
+        for verdict in root.glob("kvm-probe-*.json"):
+            verdict.unlink(missing_ok=True)
     if kernel:
         release = bzimage_release(Path(kernel).read_bytes()[:0x400])
         modules_dir = Path("/lib/modules") / (release or "?")
