@@ -186,12 +186,26 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
     width = max((len(p.scenario.label) for p in planned), default=20)
     low = high = 0.0
     past_n = heur_n = 0
+    from .sweep import decide_stop
+
+    stored: dict[str, list[dict[str, Any]]] = {}
+    if store is not None:
+        for row in store.study_runs(study.name):
+            stored.setdefault(row["scenario_key"], []).append(row)
     skipped: dict[str, list[str]] = {}
     for p in planned:
         if p.skip_reason is not None:
             skipped.setdefault(p.skip_reason, []).append(p.scenario.label)
             continue
+        rows = [r for r in stored.get(p.key, []) if r.get("run_key") is not None]
+        done = decide_stop(rows, p.rule) if rows else None
+        if done is not None:
+            lines.append(f"  done {p.scenario.label:<{width}}  {len(rows)} runs stored, stopped: "
+                         f"{done.reason} ({done.detail})")
+            continue
         est = estimate(p, past_durations(store, p.scenario), kvm=kvm)
+        est = Estimate(est.run_s, max(0, est.runs_low - len(rows)), max(0, est.runs_high - len(rows)),
+                       est.basis)
         low, high = low + est.low_s, high + est.high_s
         if est.basis == "heuristic":
             heur_n += 1
@@ -202,7 +216,8 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
         lines.append(f"  run  {p.scenario.label:<{width}}  {est.runs_low}-{est.runs_high} runs "
                      f"x {est.run_s:.1f} s ({est.basis}); warm-up {rule.warmup_runs}, "
                      f"CI ±{rule.target_rel_ci:.0%}, max {rule.max_runs} runs / "
-                     f"{format_duration(rule.max_time_s)}{notes}")
+                     f"{format_duration(rule.max_time_s)}{notes}"
+                     + (f"; {len(rows)} runs stored" if rows else ""))
     for reason, labels in skipped.items():
         lines.append(f"  skip {len(labels)}: {reason}")
         row = ""

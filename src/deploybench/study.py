@@ -26,9 +26,11 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
+)
 
 from .scenario import (
     CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
@@ -48,20 +50,25 @@ class StudyError(ValueError):
     """A study file that cannot be used; one line, naming the file and the key."""
 
 
-def _enum_list(enum: type, what: str, case_sensitive: bool = False):
-    def check(values: Any) -> Any:
-        if isinstance(values, str):
-            values = [values]
-        if not isinstance(values, list):
-            return values  # pydantic says what type it wanted
-        out = []
-        for value in values:
-            if isinstance(value, str):
-                out.append(_enum_value(enum, value, what, case_sensitive=case_sensitive).value)
-            else:
-                out.append(value)
-        return out
-    return check
+def _enum_item(enum: type, what: str, case_sensitive: bool = False) -> Any:
+    """A list item that must name a member of ``enum`` (so errors carry the item's index)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            return _enum_value(enum, value, what, case_sensitive=case_sensitive).value
+        return value
+    return Annotated[str, BeforeValidator(check)]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+PlatformItem = _enum_item(PlatformName, "platform")
+ModeItem = _enum_item(CpuMode, "CPU mode")
+ProcessorItem = _enum_item(Processor, "processor")
+HostLoadItem = _enum_item(HostLoad, "host_load")
+PageCacheItem = _enum_item(PageCache, "page_cache")
+StorageItem = _enum_item(Storage, "storage")
 
 
 def _per_app(value: Any) -> Any:
@@ -106,28 +113,26 @@ class ThrottleModel(_Strict):
 
 
 class HostModel(_Strict):
-    host_load: list[str] = ["idle"]
-    page_cache: list[str] = ["warm"]
-    storage: list[str] = ["native"]
+    host_load: list[HostLoadItem] = ["idle"]
+    page_cache: list[PageCacheItem] = ["warm"]
+    storage: list[StorageItem] = ["native"]
     throttle: ThrottleModel = ThrottleModel()
     busy_probe_s: float = Field(0.5, ge=0, le=10)
     busy_threshold: float = Field(0.25, gt=0, le=1)
 
-    _load = field_validator("host_load", mode="before")(_enum_list(HostLoad, "host_load"))
-    _cache = field_validator("page_cache", mode="before")(_enum_list(PageCache, "page_cache"))
-    _storage = field_validator("storage", mode="before")(_enum_list(Storage, "storage"))
+    _lists = field_validator("host_load", "page_cache", "storage", mode="before")(_as_list)
 
 
 class OverrideModel(_Strict):
     apps: list[str] | None = None
     cores: list[int] | None = None
-    modes: list[str] | None = None
+    modes: list[ModeItem] | None = None
     requests: dict[str, int] | None = None
     model_sizes: dict[str, list[str]] | None = None
     timeout_s: float | None = Field(None, gt=0)
     stopping: PartialStopping = PartialStopping()
 
-    _modes = field_validator("modes", mode="before")(_enum_list(CpuMode, "CPU mode"))
+    _modes = field_validator("modes", mode="before")(_as_list)
 
     @field_validator("requests", "model_sizes", mode="before")
     @classmethod
@@ -158,10 +163,10 @@ class StudyModel(_Strict):
     name: str = Field(min_length=1, max_length=100)
     description: str = ""
     apps: list[str] = Field(min_length=1)
-    platforms: list[str] = Field(min_length=1)
+    platforms: list[PlatformItem] = Field(min_length=1)
     cores: list[int] = Field(min_length=1)
-    modes: list[str] = ["VNL", "PIN"]
-    processors: list[str] = ["CPU"]
+    modes: list[ModeItem] = ["VNL", "PIN"]
+    processors: list[ProcessorItem] = ["CPU"]
     loadgen_scenario: str = "Offline"
     requests: dict[str, int] = {"*": 32}
     model_sizes: dict[str, list[str]] = {}
@@ -175,10 +180,7 @@ class StudyModel(_Strict):
     host: HostModel = HostModel()
     overrides: dict[str, OverrideModel] = {}
 
-    _platforms = field_validator("platforms", mode="before")(
-        _enum_list(PlatformName, "platform", case_sensitive=False))
-    _modes = field_validator("modes", mode="before")(_enum_list(CpuMode, "CPU mode"))
-    _procs = field_validator("processors", mode="before")(_enum_list(Processor, "processor"))
+    _lists = field_validator("platforms", "modes", "processors", mode="before")(_as_list)
 
     @field_validator("schema_")
     @classmethod
