@@ -36,8 +36,9 @@ DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 PROC_STAT = Path("/proc/stat")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 
-#: A neighbour: spin in chunks, stop as soon as the parent (the sweep) is gone.
-SPINNER = ("import os\np = os.getppid()\nwhile os.getppid() == p:\n"
+#: A neighbour: spin in chunks, stop as soon as its parent (the sweep, whose pid it is given:
+#: it may already be gone when the neighbour starts) is no longer its parent.
+SPINNER = ("import os, sys\np = int(sys.argv[1])\nwhile os.getppid() == p:\n"
            "    for _ in range(200000):\n        pass\n")
 
 
@@ -142,7 +143,7 @@ class Neighbours:
                     os.sched_setaffinity(0, {cpu})
 
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-S", "-c", SPINNER], stdin=subprocess.DEVNULL,
+                [sys.executable, "-S", "-c", SPINNER, str(os.getpid())], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin,
                 start_new_session=True))
 
