@@ -238,14 +238,14 @@ def sweep(
     from .apps import create_app
     from .datasets.cache import ensure_data
     from .findings import summarize
-    from .planning import format_duration, plan_lines, plan_study
+    from .planning import format_duration, plan_lines, plan_study, vms_native
     from .store import Store
-    from .study import kvm_usable, load_study
+    from .study import load_study
     from .sweep import run_sweep
     from .system import host_facts
 
     study = load_study(study_path)
-    kvm = kvm_usable()
+    kvm = vms_native(host_facts())
     planned = plan_study(study, host_facts(), kvm=kvm)
     store = Store(db) if (not plan or db.exists()) else None
     lines, low, high = plan_lines(study, planned, store, kvm=kvm)

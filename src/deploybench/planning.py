@@ -45,6 +45,25 @@ def per_request_s(app: str, size: str, emulated: bool) -> float:
     return base * (EMULATED_SLOWDOWN if emulated else 1.0)
 
 
+def vms_native(host: Any, options: PlatformOptions | None = None) -> bool:
+    """Whether VM, MVM and VMCN run natively (KVM) here, deciding ``[overrides.emulated]``.
+
+    A VM platform may answer with an ``emulated(host) -> bool`` method (e.g. from its boot
+    probe); without one, /dev/kvm is tried (``study.kvm_usable``)."""
+    from .platforms import create_platform, implemented
+
+    for name in VM_PLATFORMS:
+        if not implemented(name):
+            continue
+        try:
+            hook = getattr(create_platform(name, options), "emulated", None)
+            if hook is not None:
+                return not hook(host)
+        except Exception:  # noqa: BLE001 - fall back to the device test
+            break
+    return kvm_usable()
+
+
 def plan_study(study: Study, host: Any, *, kvm: bool | None = None,
                options: PlatformOptions | None = None) -> list[PlannedScenario]:
     """Every scenario of the study, planned for ``host`` (HostFacts). Nothing is started."""
@@ -53,8 +72,8 @@ def plan_study(study: Study, host: Any, *, kvm: bool | None = None,
 
     from .conditions import io_limits_for
 
-    kvm = kvm_usable() if kvm is None else kvm
     base = options or PlatformOptions()
+    kvm = vms_native(host, base) if kvm is None else kvm
     m = study.model
     platform_reasons: dict[PlatformName, str | None] = {}
     app_reasons: dict[str, str | None] = {}

@@ -474,10 +474,20 @@ def default_size(app: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def kvm_usable() -> bool:
-    """Whether /dev/kvm can be opened (VMs then run natively, not under TCG emulation)."""
+    """Whether /dev/kvm opens and creates a VM (a fallback: a VM platform that knows better,
+    e.g. from a boot probe, answers through its ``emulated(host)`` method; see
+    ``planning.vms_native``)."""
+    import fcntl
+
     try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return False
-    os.close(fd)
-    return True
+    try:
+        vm = fcntl.ioctl(fd, 0xAE01, 0)  # KVM_CREATE_VM
+        os.close(vm)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
