@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_fakes import QUIET, FakePlatform
+from .sweep_fakes import QUIET, FakePlatform
 
 from deploybench import conditions
 from deploybench.platforms.cpu import CgroupManager, CpuLimits, IoLimits

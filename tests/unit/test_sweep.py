@@ -6,7 +6,7 @@ import math
 from collections import Counter
 
 import pytest
-from sweep_fakes import QUIET, FakePlatform, noisy, planned, scenarios
+from .sweep_fakes import QUIET, FakePlatform, noisy, planned, scenarios
 
 from deploybench.findings import failures, summarize
 from deploybench.scenario import Scenario
