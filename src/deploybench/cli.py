@@ -256,9 +256,12 @@ def sweep(
     typer.echo(lines[-1])
     for app_name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
         ensure_data(create_app(app_name), study.model.data_count, study.seed)
+    skipped: dict[str, int] = {}
     for p in planned:
         if p.skip_reason is not None:
-            typer.echo(f"skip {p.scenario.label}: {p.skip_reason}")
+            skipped[p.skip_reason] = skipped.get(p.skip_reason, 0) + 1
+    for reason, n in skipped.items():
+        typer.echo(f"skip {n} scenario{'s' if n > 1 else ''}: {reason} (--plan lists them)")
     count = [0]
     began = time.time()
 
@@ -274,6 +277,13 @@ def sweep(
     def on_stop(p: Any, decision: Any) -> None:
         if decision.reason != "skipped":
             typer.echo(f"stop {p.scenario.label}: {decision.reason} ({decision.detail})")
+        if decision.reason in ("max_runs", "time_budget") and (
+                decision.rel_ci is None or decision.rel_ci > p.rule.target_rel_ci):
+            from .worker.job import WarningCode, make_warning
+
+            hint = make_warning(WarningCode.HIGH_VARIANCE, "")["hint"]
+            typer.echo(f"  warning high_variance: the target ±{p.rule.target_rel_ci:.1%} was not "
+                       f"reached; {hint}")
 
     decisions = run_sweep(planned, store, study=study.name, seed=study.seed, on_run=on_run,
                           on_stop=on_stop)

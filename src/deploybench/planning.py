@@ -252,6 +252,10 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
         basis.append(f"{past_n} scenarios from past runs in the store")
     if heur_n:
         basis.append(f"{heur_n} by the per-app/size heuristic")
-    lines.append(f"estimated duration: {format_duration(low)} to {format_duration(high)}"
-                 + (f" ({'; '.join(basis)})" if basis else ""))
+    if not basis:
+        lines.append("estimated duration: nothing left to run"
+                     + (" (every scenario has stopped; see `deploybench show`)" if runnable else ""))
+    else:
+        lines.append(f"estimated duration: {format_duration(low)} to {format_duration(high)}"
+                     f" ({'; '.join(basis)})")
     return lines, low, high
