@@ -19,13 +19,14 @@ DB_OPTION = typer.Option("deploybench.db", "--db", help="result store (SQLite fi
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
+    from .export import ExportError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
     from .scenario import ScenarioError
     from .store import StoreError
     from .study import StudyError
 
-    return (AppError, PlatformError, CgroupError, ScenarioError, StoreError, StudyError,
+    return (AppError, ExportError, PlatformError, CgroupError, ScenarioError, StoreError, StudyError,
             FileNotFoundError)
 
 
@@ -400,6 +401,23 @@ def compare(
                    f"({a.summary.runs} runs)   {b.name}: {b.summary.e2e_mean_ms:.2f} ± "
                    f"{_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} runs)")
         typer.echo(f"  difference {d.diff:+.2f} ms = {comp.text}: {verdict}")
+
+
+@app.command()
+@friendly
+def export(
+    db: Path = DB_OPTION,
+    out: Path = typer.Option(Path("deploybench-export"), "-o", "--out", help="output folder"),
+    fmt: str = typer.Option("csv", "--format", help="csv, jsonl or parquet (needs pyarrow)"),
+) -> None:
+    """Export runs and raw per-request phase times (runs.* and samples.*, joined by run_id)."""
+    from .export import export as export_store
+    from .store import Store
+
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}: pass --db")
+    for path in export_store(Store(db), out, fmt):
+        typer.echo(str(path))
 
 
 def main() -> None:
