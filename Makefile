@@ -8,12 +8,12 @@ DEMO_DB ?= demo-out/deploybench.db
 install:
 	@bash scripts/install.sh
 
-# The main job: a small real study on this host, its results table.
+# The main job: a small real study on this host (data sets are generated on first use),
+# its results table. Run it again to resume: only what is missing runs.
 demo: install
 	@mkdir -p demo-out
 	$(VENV)/bin/deploybench doctor
-	$(VENV)/bin/deploybench run BM/1/PIN/CPU BM/1/VNL/CPU BM/2/PIN/CPU BM/2/VNL/CPU \
-	    --app ic --model-size full --requests 32 --repeat 3 --db $(DEMO_DB)
+	$(VENV)/bin/deploybench sweep studies/paper-quick.toml --db $(DEMO_DB)
 	$(VENV)/bin/deploybench show --db $(DEMO_DB)
 	$(VENV)/bin/deploybench report --db $(DEMO_DB) -o demo-out/report.html
 
@@ -29,6 +29,7 @@ test-integration: install
 
 bench: install
 	$(PY) benchmarks/probe_effect.py
+	$(PY) benchmarks/adaptive_stop.py
 
 clean:
 	rm -rf demo-out test-artifacts .pytest_cache

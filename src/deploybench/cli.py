@@ -19,12 +19,15 @@ DB_OPTION = typer.Option("deploybench.db", "--db", help="result store (SQLite fi
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
+    from .export import ExportError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
     from .scenario import ScenarioError
     from .store import StoreError
+    from .study import StudyError
 
-    return (AppError, PlatformError, CgroupError, ScenarioError, StoreError, FileNotFoundError)
+    return (AppError, ExportError, PlatformError, CgroupError, ScenarioError, StoreError, StudyError,
+            FileNotFoundError)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,7 +71,8 @@ def print_table(summaries: list[Any]) -> None:
     for s in summaries:
         ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
         basis = "" if s.ci_basis == "runs" else "*"
-        table.add_row(s.scenario, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
+        name = s.scenario + (f" {getattr(s, 'conditions', '')}" if getattr(s, "conditions", "") else "")
+        table.add_row(name, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
                       _fmt(s.p50_ms), _fmt(s.p90_ms), _fmt(s.p99_ms), _fmt(s.pre_ms), _fmt(s.infer_ms),
                       _fmt(s.post_ms), _fmt(s.samples_per_s, 1),
                       ",".join(map(str, s.affinity_cpus)), " ".join(s.warnings))
@@ -205,10 +209,108 @@ def show(
         typer.echo(f"no successful runs in {db}")
     else:
         print_table(summaries)
-    failed = [r for r in records if r.status != "ok"]
+    from .findings import failures
+
+    failed = failures(records)
     if failed:
         typer.echo(f"{len(failed)} failed runs: " + "; ".join(
             f"{r.scenario.name} {r.status}: {r.error}" for r in failed[-5:]))
+    _print_outliers_and_stops(summaries, store)
+
+
+def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[str] = None) -> None:
+    """Outlier runs (MAD, reported not dropped) and why each study scenario stopped."""
+    for s in summaries:
+        for o in getattr(s, "outlier_runs", []):
+            typer.echo(f"outlier run: {s.label} run #{o['repetition']} ({o['run_id'][:8]}) "
+                       f"mean {o['e2e_mean_ms']:.2f} ms (kept in the mean)")
+    stops = store.stops(study)
+    if stops:
+        counts: dict[str, int] = {}
+        for stop in stops:
+            counts[stop["reason"]] = counts.get(stop["reason"], 0) + 1
+        typer.echo("stopped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())))
+        for stop in stops:
+            if stop["reason"] in ("failing", "max_runs", "time_budget"):
+                typer.echo(f"  {stop['study']}: {stop['scenario_name']} {stop['reason']}: {stop['detail']}")
+
+
+@app.command()
+@friendly
+def sweep(
+    study_path: Path = typer.Argument(..., metavar="STUDY.toml", help="a study file (see studies/)"),
+    db: Path = DB_OPTION,
+    plan: bool = typer.Option(False, "--plan", help="print the scenarios, skips and an estimated "
+                              "duration; run nothing"),
+) -> None:
+    """Run a study: its scenario matrix, repeated adaptively until each mean is known to the
+    target precision. Interrupted? Run it again with the same --db: only what is missing runs."""
+    import time
+
+    from .apps import create_app
+    from .datasets.cache import ensure_data
+    from .findings import summarize
+    from .planning import format_duration, plan_lines, plan_study, vms_native
+    from .store import Store
+    from .study import load_study
+    from .sweep import run_sweep
+    from .system import host_facts
+
+    study = load_study(study_path)
+    kvm = vms_native(host_facts())
+    planned = plan_study(study, host_facts(), kvm=kvm)
+    store = Store(db) if (not plan or db.exists()) else None
+    lines, low, high = plan_lines(study, planned, store, kvm=kvm)
+    if plan:
+        typer.echo("\n".join(lines))
+        return
+    typer.echo(lines[0])
+    typer.echo(lines[-1])
+    for app_name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
+        ensure_data(create_app(app_name), study.model.data_count, study.seed)
+    skipped: dict[str, int] = {}
+    for p in planned:
+        if p.skip_reason is not None:
+            skipped[p.skip_reason] = skipped.get(p.skip_reason, 0) + 1
+    for reason, n in skipped.items():
+        typer.echo(f"skip {n} scenario{'s' if n > 1 else ''}: {reason} (--plan lists them)")
+    count = [0]
+    began = time.time()
+
+    def on_run(p: Any, record: Any) -> None:
+        count[0] += 1
+        mean = record.summary.get("e2e_mean_ms")
+        what = f"E2E {mean:.2f} ms" if mean is not None else (record.error or "")
+        warn = f"  [{' '.join(record.warning_codes)}]" if record.warning_codes else ""
+        typer.echo(f"[{count[0]:>3} {format_duration(time.time() - began):>7}] {p.scenario.label} "
+                   f"#{record.repetition} {record.status:<7} {record.finished_at - record.started_at:5.1f} s  "
+                   f"{what}{warn}")
+
+    def on_stop(p: Any, decision: Any) -> None:
+        if decision.reason != "skipped":
+            typer.echo(f"stop {p.scenario.label}: {decision.reason} ({decision.detail})")
+        if decision.reason in ("max_runs", "time_budget") and (
+                decision.rel_ci is None or decision.rel_ci > p.rule.target_rel_ci):
+            from .worker.job import WarningCode, make_warning
+
+            hint = make_warning(WarningCode.HIGH_VARIANCE, "")["hint"]
+            typer.echo(f"  warning high_variance: the target ±{p.rule.target_rel_ci:.1%} was not "
+                       f"reached; {hint}")
+
+    decisions = run_sweep(planned, store, study=study.name, seed=study.seed, on_run=on_run,
+                          on_stop=on_stop)
+    records = store.runs(study=study.name)
+    summaries = summarize(records)
+    if summaries:
+        print_table(summaries)
+    _print_outliers_and_stops(summaries, store, study.name)
+    ran = [d for d in decisions.values() if d.reason != "skipped"]
+    typer.echo(f"sweep {study.name}: {len(ran)} scenarios done, "
+               f"{len(decisions) - len(ran)} skipped, {count[0]} runs this time, "
+               f"{format_duration(time.time() - began)}")
+    if ran and not any(r.status == "ok" for r in records):
+        typer.echo("no run succeeded (reasons above and in `deploybench show`)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -323,6 +425,23 @@ def compare(
                    f"({a.summary.runs} runs)   {b.name}: {b.summary.e2e_mean_ms:.2f} ± "
                    f"{_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} runs)")
         typer.echo(f"  difference {d.diff:+.2f} ms = {comp.text}: {verdict}")
+
+
+@app.command()
+@friendly
+def export(
+    db: Path = DB_OPTION,
+    out: Path = typer.Option(Path("deploybench-export"), "-o", "--out", help="output folder"),
+    fmt: str = typer.Option("csv", "--format", help="csv, jsonl or parquet (needs pyarrow)"),
+) -> None:
+    """Export runs and raw per-request phase times (runs.* and samples.*, joined by run_id)."""
+    from .export import export as export_store
+    from .store import Store
+
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}: pass --db")
+    for path in export_store(Store(db), out, fmt):
+        typer.echo(str(path))
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .scenario import CpuMode, PlatformName, Processor, Scenario
-from .stats import Difference, coefficient_of_variation, mean_ci, percentiles, welch_difference
-from .store import RunRecord, group_by_scenario
+from .stats import (Difference, bootstrap_percentile_ci, coefficient_of_variation, mad_outliers,
+                    mean_ci, percentiles, welch_difference)
+from .store import FAILED_STATUSES, RunRecord, group_by_scenario
 from .worker.job import WarningCode, make_warning
 
 
@@ -48,12 +49,21 @@ class ScenarioSummary:
     platform: str = ""
     cpu_mode: str = ""
     processor: str = ""
+    conditions: str = ""  # host conditions that differ from idle/warm/native, e.g. "busy,cold"
+    #: runs whose mean is a MAD outlier among the runs (reported, still averaged)
+    outlier_runs: list[dict[str, Any]] = field(default_factory=list)
+    #: bootstrap 95% CIs (low, high) of the pooled per-request percentiles
+    p50_ci_ms: list[float] = field(default_factory=list)
+    p90_ci_ms: list[float] = field(default_factory=list)
+    p99_ci_ms: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         for key, value in out.items():
             if isinstance(value, float) and math.isnan(value):
                 out[key] = None
+            elif isinstance(value, list):
+                out[key] = [None if isinstance(v, float) and math.isnan(v) else v for v in value]
         return out
 
 
@@ -64,11 +74,11 @@ def _finite_mean(values: Sequence[float]) -> float:
 
 def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[ScenarioSummary]:
     """One summary per scenario group, sorted by app then name. Failed runs are counted,
-    not averaged."""
+    not averaged; warm-up (status ``warmup``) and interrupted runs are neither."""
     out: list[ScenarioSummary] = []
     for (key, host, accel), group in group_by_scenario(records).items():
         ok = [r for r in group if r.status == "ok" and r.samples.get("preprocess_ns")]
-        failed = len(group) - len(ok)
+        failed = sum(1 for r in group if r.status in FAILED_STATUSES)
         scenario = group[0].scenario
         if not ok:
             continue
@@ -86,6 +96,9 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
         cv = coefficient_of_variation(run_means)
         if len(ok) >= 3 and cv > high_cv:
             codes = sorted(set(codes) | {WarningCode.HIGH_VARIANCE.value})
+        outliers = [{"run_id": ok[i].run_id, "repetition": ok[i].repetition,
+                     "e2e_mean_ms": run_means[i]} for i in mad_outliers(run_means)]
+        pct_ci = {q: list(bootstrap_percentile_ci(pooled, q, resamples=500)) for q in (50, 90, 99)}
         latencies = [r.platform.get("start_latency_s") for r in ok if r.platform.get("start_latency_s") is not None]
         out.append(ScenarioSummary(
             scenario=scenario.name, app=scenario.app, label=scenario.label, scenario_key=key,
@@ -103,13 +116,17 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
             model_size=scenario.model_size, backend=scenario.backend, cores=scenario.cores,
             platform=scenario.platform.value, cpu_mode=scenario.cpu_mode.value,
             processor=scenario.processor.value,
+            conditions=",".join(scenario.conditions), outlier_runs=outliers,
+            p50_ci_ms=pct_ci[50], p90_ci_ms=pct_ci[90], p99_ci_ms=pct_ci[99],
         ))
-    out.sort(key=lambda s: (s.app, s.model_size, s.platform, s.cores, s.cpu_mode, s.processor, s.label))
+    out.sort(key=lambda s: (s.app, s.model_size, s.platform, s.cores, s.cpu_mode, s.processor,
+                            s.conditions, s.label))
     return out
 
 
 def failures(records: Sequence[RunRecord]) -> list[RunRecord]:
-    return [r for r in records if r.status != "ok"]
+    """Runs that failed or timed out (warm-ups and interrupted runs are not failures)."""
+    return [r for r in records if r.status in FAILED_STATUSES]
 
 
 def warning_details(code: str) -> dict[str, str]:
@@ -197,7 +214,7 @@ class Cell:
         extra = []
         if self.accel not in ("native", "kvm"):
             extra.append(self.accel.upper())
-        if self.host_load:
+        if self.host_load and self.host_load != "idle":  # idle is the default: not worth a word
             extra.append(f"host {self.host_load}")
         return self.name + (f" ({', '.join(extra)})" if extra else "")
 

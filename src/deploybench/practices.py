@@ -183,26 +183,36 @@ def bp3_spare_cores(cells: Sequence[Cell]) -> BestPractice:
 
 # -- 4 -------------------------------------------------------------------------------------
 def bp4_storage(records: Sequence[Any]) -> BestPractice:
+    """The sweep's ``storage`` condition: ``native`` (the data device as it is) against
+    ``throttled`` (cgroup I/O limits emulating a slow HDD), same scenario otherwise. A
+    ``storage`` label in the host metadata (e.g. hdd/ssd on a fleet) is used the same way."""
     bp = BestPractice(
         4, "High-performance storage (e.g. SSD) improves the usability of DL applications with "
            "many small input files.",
-        "Runs of the same scenario whose host metadata record different data storage ('storage', "
-        "e.g. hdd/ssd): supports when the faster storage ('ssd', 'nvme', 'tmpfs') gives a "
-        "significantly lower E2E, opposes when not.")
+        "Runs of the same scenario on fast storage (storage=native, or host storage ssd/nvme/"
+        "tmpfs) and on slow storage (storage=throttled, an emulated HDD, or host storage hdd): "
+        "supports when the fast storage gives a significantly lower E2E, opposes when not.")
+    fast_names = ("native", "ssd", "nvme", "tmpfs", "ram")
     by_storage: dict[str, list[Any]] = {}
     for r in records:
-        storage = (r.host or {}).get("storage")
+        storage = (r.host or {}).get("storage") or getattr(getattr(r.scenario, "storage", None), "value", None)
         if storage:
             by_storage.setdefault(str(storage).lower(), []).append(r)
     support = oppose = 0
-    fast_names = ("ssd", "nvme", "tmpfs", "ram")
     fast = [k for k in by_storage if k in fast_names]
     slow = [k for k in by_storage if k not in fast_names]
+
+    def same_deployment(cell: Cell) -> tuple[str, str]:
+        scenario = cell.scenario
+        if hasattr(scenario, "storage"):
+            scenario = scenario.with_(storage=type(scenario.storage)("native"))
+        return condition_free_key(scenario), cell.host
+
     if fast and slow:
-        fast_cells = {(c.scenario.key, c.host): c for k in fast for c in _usable(build_cells(by_storage[k]))}
+        fast_cells = {same_deployment(c): c for k in fast for c in _usable(build_cells(by_storage[k]))}
         for k in slow:
             for c in _usable(build_cells(by_storage[k])):
-                f = fast_cells.get((c.scenario.key, c.host))
+                f = fast_cells.get(same_deployment(c))
                 if f is None:
                     continue
                 diff, _ = compare_cells(f, c)
@@ -211,8 +221,8 @@ def bp4_storage(records: Sequence[Any]) -> BestPractice:
                 oppose += not better
                 bp.evidence.append(f"{c.name} {c.workload_label}: fast storage vs {k}: {diff.describe()}")
     return _decide(bp, support, oppose,
-                   "the same scenarios run with the data set on two kinds of storage, recorded as "
-                   "host 'storage' (deploybench does not vary storage yet)")
+                   "the same scenarios run with storage = native and storage = throttled "
+                   "(study file [conditions]), or on hosts recording different storage")
 
 
 # -- 5 -------------------------------------------------------------------------------------

@@ -44,6 +44,32 @@ class LoadgenScenario(str, Enum):
     SERVER = "Server"
 
 
+# Host conditions (the paper's Fig. 9 and Section V-E/F). They change what is measured, so
+# they are part of the scenario (and of its key), but only when not at their default: the
+# keys of runs made without them stay what they were.
+class HostLoad(str, Enum):
+    IDLE = "idle"  # nothing of ours next to the run
+    BUSY = "busy"  # CPU-bound neighbours on every core not given to the scenario
+
+
+class PageCache(str, Enum):
+    WARM = "warm"  # whatever the page cache holds (after warm-up runs: the data set)
+    COLD = "cold"  # caches dropped before each run
+
+
+class Storage(str, Enum):
+    NATIVE = "native"  # the data device as it is
+    THROTTLED = "throttled"  # cgroup I/O limits on the data device (a slow HDD)
+
+
+HOST_CONDITION_DEFAULTS: dict[str, Enum] = {
+    "host_load": HostLoad.IDLE, "page_cache": PageCache.WARM, "storage": Storage.NATIVE,
+}
+_CONDITION_ENUMS: dict[str, type[Enum]] = {
+    "host_load": HostLoad, "page_cache": PageCache, "storage": Storage,
+}
+
+
 _NAME_RE = re.compile(r"^\s*([A-Za-z]+)/(\S+?)/([A-Za-z]+)/([A-Za-z]+)\s*$")
 
 
@@ -70,6 +96,9 @@ class Scenario:
     requests: int = 32
     batch_size: int = 1
     inference_only: bool = False
+    host_load: HostLoad = HostLoad.IDLE
+    page_cache: PageCache = PageCache.WARM
+    storage: Storage = Storage.NATIVE
 
     def __post_init__(self) -> None:
         if not isinstance(self.cores, int) or isinstance(self.cores, bool) or self.cores < 1:
@@ -97,7 +126,14 @@ class Scenario:
             extra.append(f"b{self.batch_size}")
         if self.inference_only:
             extra.append("infer-only")
+        extra += self.conditions
         return f"{self.name} · {self.app} ({', '.join(extra)})"
+
+    @property
+    def conditions(self) -> list[str]:
+        """Host conditions that differ from the defaults, e.g. ``["busy", "cold"]``."""
+        return [getattr(self, name).value for name, default in HOST_CONDITION_DEFAULTS.items()
+                if getattr(self, name) is not default]
 
     @property
     def key(self) -> str:
@@ -136,6 +172,9 @@ class Scenario:
             workload["loadgen_scenario"] = _enum_value(
                 LoadgenScenario, str(workload["loadgen_scenario"]), "LoadGen scenario"
             )
+        for key, enum in _CONDITION_ENUMS.items():
+            if key in workload and not isinstance(workload[key], enum):
+                workload[key] = _enum_value(enum, str(workload[key]), key.replace("_", " "))
         return cls(platform=platform, cores=cores, cpu_mode=mode, processor=proc, **workload)
 
     def with_(self, **changes: Any) -> "Scenario":
@@ -155,6 +194,8 @@ class Scenario:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if HOST_CONDITION_DEFAULTS.get(field.name) is value:
+                continue  # defaults are left out so older runs keep their keys
             out[field.name] = value.value if isinstance(value, Enum) else value
         return out
 
@@ -171,6 +212,9 @@ class Scenario:
         values["loadgen_scenario"] = _enum_value(
             LoadgenScenario, values.get("loadgen_scenario", "Offline"), "LoadGen scenario"
         )
+        for name, enum in _CONDITION_ENUMS.items():
+            if name in values:
+                values[name] = _enum_value(enum, str(values[name]), name.replace("_", " "))
         return cls(**values)
 
 

@@ -63,13 +63,18 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 90, 99)) -> 
 
 def bootstrap_percentile_ci(values: Sequence[float], q: float, confidence: float = 0.95,
                             resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the ``q``-th percentile."""
+    """Percentile-bootstrap CI of the ``q``-th percentile (resampled in chunks, so memory
+    stays bounded for large pooled samples)."""
     arr = np.asarray(values, dtype=float)
     if arr.size < 2:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(resamples, arr.size))
-    boot = np.percentile(arr[idx], q, axis=1)
+    chunk = max(1, 4_000_000 // arr.size)
+    parts = []
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, arr.size, size=(min(chunk, resamples - start), arr.size))
+        parts.append(np.percentile(arr[idx], q, axis=1))
+    boot = np.concatenate(parts)
     alpha = (1 - confidence) / 2
     return float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
 
@@ -96,6 +101,21 @@ def mad_outliers(values: Sequence[float], threshold: float = 3.5) -> list[int]:
             return []
         z = (arr - median) / (1.253314 * mean_ad)
     return [int(i) for i in np.flatnonzero(np.abs(z) > threshold)]
+
+
+def runs_needed(values: Sequence[float], target_rel: float, confidence: float = 0.95) -> int:
+    """Independent runs a fixed-count design needs for a CI half-width of ``target_rel`` x mean,
+    from the spread of ``values``: the smallest n with t(n-1) s / sqrt(n) <= target x mean."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size < 2 or arr.mean() == 0:
+        return 2
+    sd, goal = float(arr.std(ddof=1)), target_rel * abs(float(arr.mean()))
+    if sd == 0:
+        return 2
+    n = max(2, math.ceil((1.96 * sd / goal) ** 2))
+    while t_critical(n - 1, confidence) * sd / math.sqrt(n) > goal:
+        n += 1
+    return n
 
 
 def welch_test(a: Sequence[float], b: Sequence[float]) -> float:

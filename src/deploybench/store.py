@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS runs (
     console_tail TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_scenario ON runs (scenario_key);
+CREATE TABLE IF NOT EXISTS stops (
+    study TEXT NOT NULL,
+    scenario_key TEXT NOT NULL,
+    scenario_name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT,
+    runs INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (study, scenario_key)
+);
 CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -77,7 +87,7 @@ class RunRecord:
     """A worker result plus the host-side facts of one run."""
 
     scenario: Scenario
-    status: str  # ok | failed | timeout | interrupted | skipped
+    status: str  # ok | warmup (ok, but a discarded warm-up run) | failed | timeout | interrupted
     started_at: float
     finished_at: float
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -102,6 +112,10 @@ class RunRecord:
     @property
     def warning_codes(self) -> list[str]:
         return sorted({w["code"] for w in self.warnings})
+
+
+#: statuses that count as a failure of the scenario (warm-up and interrupted runs do not)
+FAILED_STATUSES = ("failed", "timeout")
 
 
 def _dumps(value: Any) -> str:
@@ -247,6 +261,36 @@ class Store:
             warnings=json.loads(row["warnings_json"]),
             console_tail=row["console_tail"] or "",
         )
+
+    def study_runs(self, study: str) -> list[dict[str, Any]]:
+        """A study's runs without samples, as light rows (for resuming and stopping rules):
+        run_key, scenario_key, repetition, status, error, started_at, finished_at, summary."""
+        cur = self.db.execute(
+            "SELECT run_key, scenario_key, repetition, status, error, started_at, finished_at, "
+            "summary_json FROM runs WHERE study=? ORDER BY started_at, run_id", (study,))
+        names = [d[0] for d in cur.description]
+        rows = []
+        for values in cur.fetchall():
+            row = dict(zip(names, values))
+            row["summary"] = json.loads(row.pop("summary_json") or "{}")
+            rows.append(row)
+        return rows
+
+    def record_stop(self, study: str, scenario: Scenario, reason: str, detail: str,
+                    runs: int) -> None:
+        """Why a study stopped repeating a scenario (the latest word wins)."""
+        self.db.execute("INSERT OR REPLACE INTO stops VALUES (?,?,?,?,?,?,?)",
+                        (study, scenario.key, scenario.name, reason, detail, runs, time.time()))
+
+    def stops(self, study: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT study, scenario_key, scenario_name, reason, detail, runs, at FROM stops"
+        args: tuple = ()
+        if study is not None:
+            sql += " WHERE study=?"
+            args = (study,)
+        cur = self.db.execute(sql + " ORDER BY at", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def iter_sample_rows(self) -> Iterator[tuple]:
         yield from self.db.execute("SELECT * FROM samples ORDER BY run_id, seq")

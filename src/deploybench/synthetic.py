@@ -45,8 +45,9 @@ def synthetic_runs(name: str, mean_ms: float, *, app: str = "ic", runs: int = 3,
     """``runs`` successful runs (plus ``failed`` failed ones) of scenario ``name``
     (``PLATFORM/CORES/MODE/PROC``) whose mean E2E per request is ``mean_ms`` and whose run
     means vary with coefficient of variation ``run_cv`` (or are exactly ``run_means``)."""
+    conditions = {key: value for key, value in (("host_load", host_load), ("storage", storage)) if value}
     scenario = Scenario.parse(name, app=app, model_size=model_size, backend=backend,
-                              requests=requests, inference_only=inference_only)
+                              requests=requests, inference_only=inference_only, **conditions)
     rng = np.random.default_rng(zlib.crc32(repr((name, app, seed, inference_only, host_load, accel)).encode()))
     if run_means is None:
         run_means = list(mean_ms * (1 + run_cv * _standardised(rng, runs)))

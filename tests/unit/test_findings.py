@@ -268,8 +268,8 @@ def test_bp4_needs_storage_variants_and_uses_them_when_recorded():
     rec = synthetic_runs("BM/2/PIN/CPU", 50)
     bp = practice(build_cells(rec), rec, 4)
     assert bp.verdict == NOT_ENOUGH and "storage" in bp.needs
-    rec = (synthetic_runs("BM/2/PIN/CPU", 50, run_cv=0.005, storage="ssd")
-           + synthetic_runs("BM/2/PIN/CPU", 70, run_cv=0.005, storage="hdd", seed=1))
+    rec = (synthetic_runs("BM/2/PIN/CPU", 50, run_cv=0.005, storage="native")
+           + synthetic_runs("BM/2/PIN/CPU", 70, run_cv=0.005, storage="throttled", seed=1))
     assert practice(build_cells(rec), rec, 4).verdict == HOLDS
 
 

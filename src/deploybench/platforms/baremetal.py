@@ -29,6 +29,7 @@ def gpu_reason(scenario: Scenario, host: HostFacts) -> str | None:
 
 class BareMetal:
     name: ClassVar[str] = "BM"
+    supports_io_limits: ClassVar[bool] = True  # applies PlatformOptions.io_limits
 
     def __init__(self, options: PlatformOptions | None = None,
                  cgroups: CgroupManager | None = None) -> None:
@@ -46,7 +47,7 @@ class BareMetal:
         try:
             limits = limits_for(scenario.cores, scenario.cpu_mode is CpuMode.PIN,
                                 list(self.options.pin_cpus or ()))
-            cgroup = self.cgroups.create(limits)
+            cgroup = self.cgroups.create(limits, io_limits=self.options.io_limits)
         except CgroupError as exc:
             raise PlatformError(str(exc)) from None
         run_dir = Path(job.result_path).parent
@@ -54,6 +55,8 @@ class BareMetal:
         job.write(job_path)
         facts = {"platform": self.name, "cgroup": str(next(iter(cgroup.dirs.values()))),
                  "cgroup_version": cgroup.version, "limits": limits.to_json()}
+        if self.options.io_limits is not None:
+            facts["io_limits"] = self.options.io_limits.to_json()
         try:
             proc = run_process(worker_command(job_path), env=worker_env(job.threads),
                                timeout_s=timeout_s, stdout=run_dir / "stdout.txt",

@@ -34,6 +34,9 @@ class PlatformOptions:
     accel: str = "auto"  # VM accelerator: auto | kvm | tcg
     kernel: str | None = None  # guest kernel for VM/MVM
     initrd: str | None = None  # guest initramfs for VM/MVM
+    #: read limits on the data device for the run (storage = throttled); platforms that can
+    #: apply them say so with a class attribute ``supports_io_limits = True``
+    io_limits: Any = None  # platforms.cpu.IoLimits | None
 
 
 @dataclass

@@ -76,6 +76,25 @@ class CpuLimits:
         return {"cpus": self.cpus, "quota_cores": self.quota_cores, "period_us": self.period_us}
 
 
+@dataclass(frozen=True)
+class IoLimits:
+    """Read limits on one block device for a run's cgroup (``storage = throttled``).
+
+    v1: ``blkio.throttle.read_bps_device`` / ``read_iops_device``; v2: ``io.max``
+    ``rbps``/``riops``. Only reads that reach the device are limited: pages already in the
+    page cache are not, so a slow-disk study also wants ``page_cache = cold``.
+    """
+
+    device: str  # "MAJOR:MINOR" of a whole disk
+    read_bps: int | None = None
+    read_iops: int | None = None
+    device_name: str = ""  # e.g. "vda", for people
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device, "device_name": self.device_name,
+                "read_bps": self.read_bps, "read_iops": self.read_iops}
+
+
 @dataclass
 class RunCgroup:
     """A created cgroup (one directory per controller on v1, one directory on v2)."""
@@ -84,6 +103,7 @@ class RunCgroup:
     dirs: dict[str, Path]  # controller -> directory ("cpu", "cpuset", "cpuacct" or "unified")
     limits: CpuLimits
     removed: bool = field(default=False)
+    io_limits: IoLimits | None = None
 
     @property
     def procs_files(self) -> list[Path]:
@@ -120,6 +140,7 @@ class RunCgroup:
             out["throttled_ms"] = out["throttled_time"] / 1e6
         elif "throttled_usec" in out:  # v2: us
             out["throttled_ms"] = out["throttled_usec"] / 1e3
+        out.update(self.io_stat())
         if "usage_usec" in out:
             out["cpu_usage_ms"] = out["usage_usec"] / 1e3
         elif "cpuacct" in self.dirs:
@@ -127,6 +148,31 @@ class RunCgroup:
                 out["cpu_usage_ms"] = int(_read(self.dirs["cpuacct"] / "cpuacct.usage")) / 1e6
             except OSError:
                 pass
+        return out
+
+    def io_stat(self) -> dict[str, int]:
+        """Bytes and reads that reached the throttled device (only when limits were set)."""
+        if self.io_limits is None:
+            return {}
+        dev = self.io_limits.device
+        out: dict[str, int] = {}
+        try:
+            if "blkio" in self.dirs:
+                for name, key in (("blkio.throttle.io_service_bytes", "io_read_bytes"),
+                                  ("blkio.throttle.io_serviced", "io_reads")):
+                    for line in (self.dirs["blkio"] / name).read_text().splitlines():
+                        parts = line.split()
+                        if len(parts) == 3 and parts[0] == dev and parts[1] == "Read":
+                            out[key] = int(parts[2])
+            elif "unified" in self.dirs:
+                for line in (self.dirs["unified"] / "io.stat").read_text().splitlines():
+                    parts = line.split()
+                    if parts and parts[0] == dev:
+                        fields = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+                        out["io_read_bytes"] = int(fields.get("rbytes", 0))
+                        out["io_reads"] = int(fields.get("rios", 0))
+        except (OSError, ValueError):
+            pass
         return out
 
     def kill_all(self) -> None:
@@ -169,17 +215,20 @@ class CgroupManager:
     def _v1_dir(self, controller: str) -> Path:
         return self.root / controller
 
-    def create(self, limits: CpuLimits, name: str | None = None) -> RunCgroup:
+    def create(self, limits: CpuLimits, name: str | None = None,
+               io_limits: IoLimits | None = None) -> RunCgroup:
         if self.version is None:
             raise CgroupError(f"no usable cgroup hierarchy under {self.root}")
         name = name or f"{PREFIX}{uuid.uuid4().hex[:12]}"
         dirs: dict[str, Path] = {}
-        cg = RunCgroup(self.version, dirs, limits)
+        cg = RunCgroup(self.version, dirs, limits, io_limits=io_limits)
         try:
             if self.version == 1:
                 self._create_v1(name, limits, dirs)
             else:
                 self._create_v2(name, limits, dirs)
+            if io_limits is not None:
+                self._apply_io(name, io_limits, dirs)
         except BaseException:
             cg.remove()
             raise
@@ -217,11 +266,34 @@ class CgroupManager:
         quota = "max" if limits.quota_cores is None else str(round(limits.quota_cores * limits.period_us))
         _write(d / "cpu.max", f"{quota} {limits.period_us}")
 
+    def _apply_io(self, name: str, io: IoLimits, dirs: dict[str, Path]) -> None:
+        if self.version == 1:
+            blkio_root = self._v1_dir("blkio")
+            if not blkio_root.is_dir():
+                raise CgroupError(f"storage=throttled needs the blkio controller: {blkio_root} is missing")
+            d = blkio_root / name
+            d.mkdir(exist_ok=True)
+            dirs["blkio"] = d
+            if io.read_bps:
+                _write(d / "blkio.throttle.read_bps_device", f"{io.device} {io.read_bps}")
+            if io.read_iops:
+                _write(d / "blkio.throttle.read_iops_device", f"{io.device} {io.read_iops}")
+            return
+        enabled = (self.root / "cgroup.subtree_control").read_text().split()
+        if "io" not in enabled:
+            _write(self.root / "cgroup.subtree_control", "+io")
+        parts = [io.device]
+        if io.read_bps:
+            parts.append(f"rbps={io.read_bps}")
+        if io.read_iops:
+            parts.append(f"riops={io.read_iops}")
+        _write(dirs["unified"] / "io.max", " ".join(parts))
+
     def leftovers(self) -> list[Path]:
         """deploybench cgroups that still exist (there should be none between runs)."""
         if self.version is None:
             return []
-        parents = [self.root] if self.version == 2 else [self._v1_dir(c) for c in ("cpu", "cpuset", "cpuacct")]
+        parents = [self.root] if self.version == 2 else [self._v1_dir(c) for c in ("cpu", "cpuset", "cpuacct", "blkio")]
         out: list[Path] = []
         for parent in parents:
             if parent.is_dir():

@@ -78,6 +78,7 @@ class WarningCode(str, Enum):
     CGROUP_THROTTLED = "cgroup_throttled"
     AFFINITY_MISMATCH = "affinity_mismatch"
     FEW_SAMPLES = "few_samples"
+    CONDITION_UNMET = "condition_unmet"
 
 
 WARNING_HINTS: dict[WarningCode, str] = {
@@ -93,6 +94,8 @@ WARNING_HINTS: dict[WarningCode, str] = {
     WarningCode.AFFINITY_MISMATCH: "the worker did not get the cores it was given; check the "
     "platform's cpuset",
     WarningCode.FEW_SAMPLES: "too few requests for stable percentiles; use --requests 100 or more",
+    WarningCode.CONDITION_UNMET: "a host condition the study asked for (busy, cold cache, "
+    "throttled storage) could not be applied; run as root or change the study",
 }
 
 

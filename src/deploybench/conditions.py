@@ -1,0 +1,216 @@
+"""Host conditions around a run (the paper's Fig. 9 and Section V-E/F), applied by the sweep.
+
+- ``host_load = busy``: CPU-bound neighbour processes on the cores *not* given to the
+  scenario, started just before the run and killed just after it.
+  PIN: one neighbour pinned to each usable core outside the scenario's cpuset.
+  VNL: ``host cores - N`` neighbours that float over all cores like the scenario does, so
+  the CPU demand equals the host's capacity and no core is idle (the paper's "32-core
+  platform on a 32-core host"). With N = host cores there is nothing to load: recorded.
+  Neighbours also exit by themselves when the sweep dies (they watch their parent), so a
+  crash or SIGKILL does not leave them spinning.
+- ``page_cache = cold``: ``sync`` then ``echo 3 > /proc/sys/vm/drop_caches`` before the run;
+  when that is not permitted the run still happens and the failure is recorded (with a
+  CONDITION_UNMET warning).
+- ``storage = throttled``: read bps/iops limits on the block device that holds the data set,
+  applied by the platform to the run's cgroup (``PlatformOptions.io_limits``); this module
+  finds the device.
+- Before every run (unless the load is ours) the host's CPU use is sampled for a moment;
+  a busy host gets a HOST_BUSY warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .platforms.cpu import IoLimits
+from .scenario import CpuMode, HostLoad, PageCache, Scenario
+from .worker.job import WarningCode, make_warning
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+PROC_STAT = Path("/proc/stat")
+SYS_DEV_BLOCK = Path("/sys/dev/block")
+
+#: A neighbour: spin in chunks, stop as soon as its parent (the sweep, whose pid it is given:
+#: it may already be gone when the neighbour starts) is no longer its parent.
+SPINNER = ("import os, sys\np = int(sys.argv[1])\nwhile os.getppid() == p:\n"
+           "    for _ in range(200000):\n        pass\n")
+
+
+# -- host busy probe -------------------------------------------------------------------------
+def _cpu_times(path: Path = PROC_STAT) -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs from the first line of /proc/stat."""
+    fields = [int(v) for v in path.read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return idle, sum(fields[:8])
+
+
+def cpu_busy_fraction(seconds: float = 0.5, path: Path = PROC_STAT) -> float | None:
+    """Share of the host's CPU capacity in use during ``seconds`` (None if unreadable)."""
+    try:
+        idle0, total0 = _cpu_times(path)
+        time.sleep(seconds)
+        idle1, total1 = _cpu_times(path)
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    if total <= 0:
+        return 0.0
+    return max(0.0, min(1.0, 1 - (idle1 - idle0) / total))
+
+
+# -- page cache ------------------------------------------------------------------------------
+def drop_page_cache(path: Path = DROP_CACHES) -> tuple[bool, str | None]:
+    """``sync; echo 3 > drop_caches``. Returns (dropped, why not)."""
+    try:
+        os.sync()
+        with open(path, "w") as f:
+            f.write("3")
+    except OSError as exc:
+        return False, f"cannot drop the page cache ({path}: {exc.strerror or exc}): run as root"
+    return True, None
+
+
+# -- the data device -------------------------------------------------------------------------
+def data_device(path: Path, sys_dev_block: Path = SYS_DEV_BLOCK) -> tuple[str | None, str, str | None]:
+    """The whole disk holding ``path``: ("MAJ:MIN", name, None) or (None, "", why not)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.stat(probe)
+    major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+    node = sys_dev_block / f"{major}:{minor}"
+    if major == 0 or not node.exists():
+        return None, "", (f"{probe} is not on a block device (device {major}:{minor}, e.g. tmpfs "
+                          "or overlay): cannot throttle its storage")
+    real = node.resolve()
+    if (real / "partition").exists():  # throttle rules apply to whole disks
+        real = real.parent
+    try:
+        dev = (real / "dev").read_text().strip()
+    except OSError:
+        dev = f"{major}:{minor}"
+    return dev, real.name, None
+
+
+def io_limits_for(path: Path, read_bps: int | None, read_iops: int | None,
+                  device: str = "auto") -> tuple[IoLimits | None, str | None]:
+    """The limits for the device holding ``path`` (or an explicit ``MAJ:MIN``/``/dev/X``)."""
+    if device == "auto":
+        dev, name, problem = data_device(path)
+        if dev is None:
+            return None, problem
+    elif device.startswith("/dev/"):
+        try:
+            rdev = os.stat(device).st_rdev
+        except OSError as exc:
+            return None, f"storage device {device}: {exc.strerror}"
+        dev, name = f"{os.major(rdev)}:{os.minor(rdev)}", Path(device).name
+    else:
+        dev, name = device, device
+    return IoLimits(device=dev, read_bps=read_bps, read_iops=read_iops, device_name=name), None
+
+
+# -- neighbours ------------------------------------------------------------------------------
+def neighbour_plan(scenario: Scenario, usable: Sequence[int],
+                   scenario_cpus: Sequence[int] | None) -> tuple[int, list[int] | None]:
+    """How many neighbours, and the core each is pinned to (None = floating)."""
+    if scenario.cpu_mode is CpuMode.PIN and scenario_cpus is not None:
+        others = [c for c in usable if c not in set(scenario_cpus)]
+        return len(others), others
+    return max(0, len(usable) - scenario.cores), None
+
+
+class Neighbours:
+    """CPU-bound processes next to a run. Always stopped, also on errors and Ctrl-C."""
+
+    def __init__(self, count: int, cpus: list[int] | None = None) -> None:
+        self.count = count
+        self.cpus = cpus
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        for i in range(self.count):
+            cpu = self.cpus[i] if self.cpus else None
+
+            def pin(cpu: int | None = cpu) -> None:
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
+
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-S", "-c", SPINNER, str(os.getpid())], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin,
+                start_new_session=True))
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait()
+        self.procs = []
+
+    def __enter__(self) -> "Neighbours":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def applied(scenario: Scenario, *, usable: Sequence[int], scenario_cpus: Sequence[int] | None,
+            busy_probe_s: float = 0.5, busy_threshold: float = 0.25,
+            io_limits: IoLimits | None = None,
+            drop_caches_path: Path = DROP_CACHES) -> Iterator[tuple[dict[str, Any], list[dict[str, str]]]]:
+    """Apply the scenario's host conditions around the ``with`` body.
+
+    Yields ``(facts, warnings)``: what was done (recorded with the run as
+    ``host["conditions"]``) and typed warnings. The order is: probe the host (before we load
+    it ourselves), drop caches, start neighbours, run, stop neighbours.
+    """
+    facts: dict[str, Any] = {"host_load": scenario.host_load.value,
+                             "page_cache": scenario.page_cache.value,
+                             "storage": scenario.storage.value}
+    warnings: list[dict[str, str]] = []
+    if busy_probe_s > 0:
+        busy = cpu_busy_fraction(busy_probe_s)
+        facts["busy_before"] = None if busy is None else round(busy, 3)
+        if busy is not None and busy > busy_threshold:
+            warnings.append(make_warning(
+                WarningCode.HOST_BUSY,
+                f"the host's CPUs were {busy:.0%} busy in the {busy_probe_s:g} s before the run"))
+    if io_limits is not None:
+        facts["io_limits"] = io_limits.to_json()
+    if scenario.page_cache is PageCache.COLD:
+        dropped, why = drop_page_cache(drop_caches_path)
+        facts["caches_dropped"] = dropped
+        if not dropped:
+            facts["caches_error"] = why
+            warnings.append(make_warning(WarningCode.CONDITION_UNMET, f"page_cache=cold: {why}"))
+    count, cpus = (0, None)
+    if scenario.host_load is HostLoad.BUSY:
+        count, cpus = neighbour_plan(scenario, usable, scenario_cpus)
+        facts["neighbours"] = count
+        facts["neighbour_cpus"] = cpus if cpus is not None else "floating"
+        if count == 0:
+            warnings.append(make_warning(
+                WarningCode.CONDITION_UNMET,
+                f"host_load=busy: the scenario has all {len(usable)} cores, none left to load"))
+    with Neighbours(count, cpus) as neighbours:
+        facts["neighbour_pids"] = neighbours.pids
+        yield facts, warnings

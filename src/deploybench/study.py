@@ -1,0 +1,493 @@
+"""Study files: a TOML description of an experiment, validated, expanded into scenarios.
+
+A study names apps, platforms, cores, CPU modes, processors, the workload (LoadGen
+scenario, requests per run, model sizes, backend), the stopping rule and the host
+conditions; ``expand`` turns it into the scenario matrix (the paper's Fig. 3) and ``plan``
+decides, for this host, what runs and what is skipped (with the reason).
+
+DESIGN
+- pydantic v2 validates the file; every error is ONE line that names the file and the
+  offending key (``study.toml: platforms[2]: unknown platform 'XX': use one of ...``).
+- Apps: names this version knows (``deploybench.apps.app_names()``), ``module:Class``, or one
+  of the paper's four (ic, sr, nlp, rs) even when this version lacks it: those are skipped
+  at plan time with a reason, so one study file serves every build. Anything else is an
+  error when the file is loaded.
+- ``[overrides.virtualized]`` (VM, MVM, VMCN), ``[overrides.PLATFORM]`` and
+  ``[overrides.emulated]`` (VM, MVM and VMCN on a host without usable KVM, i.e. under TCG)
+  adjust the matrix and budget per platform: ``apps``, ``cores``, ``modes``, ``requests``,
+  ``model_sizes``, ``timeout_s`` and any ``stopping`` field. Layers apply in that order:
+  study, virtualized, platform, emulated (later wins).
+- Host conditions are lists: each value is one more dimension of the matrix.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Iterable
+
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
+)
+
+from .scenario import (
+    CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
+    ScenarioError, Storage, _enum_value,
+)
+
+STUDY_SCHEMA = 1
+#: the paper's applications: accepted in a study even where this version lacks them
+PAPER_APPS = ("ic", "sr", "nlp", "rs")
+VM_PLATFORMS = (PlatformName.VM, PlatformName.MVM, PlatformName.VMCN)
+EMULATED = "emulated"  # override group: VM, MVM, VMCN when KVM is not usable here (TCG)
+VIRTUALIZED = "virtualized"  # override group: VM, MVM, VMCN always
+GROUPS = (VIRTUALIZED, EMULATED)
+
+
+class StudyError(ValueError):
+    """A study file that cannot be used; one line, naming the file and the key."""
+
+
+def _enum_item(enum: type, what: str, case_sensitive: bool = False) -> Any:
+    """A list item that must name a member of ``enum`` (so errors carry the item's index)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            return _enum_value(enum, value, what, case_sensitive=case_sensitive).value
+        return value
+    return Annotated[str, BeforeValidator(check)]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+PlatformItem = _enum_item(PlatformName, "platform")
+ModeItem = _enum_item(CpuMode, "CPU mode")
+ProcessorItem = _enum_item(Processor, "processor")
+HostLoadItem = _enum_item(HostLoad, "host_load")
+PageCacheItem = _enum_item(PageCache, "page_cache")
+StorageItem = _enum_item(Storage, "storage")
+
+
+def _per_app(value: Any) -> Any:
+    """A value for every app, a list, or a table of app = value (normalised to a table)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    return {"*": value}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StoppingModel(_Strict):
+    warmup_runs: int = Field(1, ge=0)
+    target_rel_ci: float = Field(0.02, gt=0, lt=1)
+    min_runs: int = Field(3, ge=1)
+    max_runs: int = Field(30, ge=1)
+    max_time_s: float = Field(600.0, gt=0)
+    max_consecutive_failures: int = Field(2, ge=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class PartialStopping(_Strict):
+    warmup_runs: int | None = Field(None, ge=0)
+    target_rel_ci: float | None = Field(None, gt=0, lt=1)
+    min_runs: int | None = Field(None, ge=1)
+    max_runs: int | None = Field(None, ge=1)
+    max_time_s: float | None = Field(None, gt=0)
+    max_consecutive_failures: int | None = Field(None, ge=1)
+    confidence: float | None = Field(None, gt=0, lt=1)
+
+
+class ThrottleModel(_Strict):
+    """A slow disk: defaults are a 7,200 rpm HDD's sequential rate and random IOPS."""
+
+    read_mb_s: float = Field(100.0, gt=0)
+    read_iops: int = Field(150, ge=1)
+    device: str = "auto"  # the block device holding the data set, or MAJ:MIN, or /dev/X
+
+
+class HostModel(_Strict):
+    host_load: list[HostLoadItem] = ["idle"]
+    page_cache: list[PageCacheItem] = ["warm"]
+    storage: list[StorageItem] = ["native"]
+    throttle: ThrottleModel = ThrottleModel()
+    busy_probe_s: float = Field(0.5, ge=0, le=10)
+    busy_threshold: float = Field(0.25, gt=0, le=1)
+
+    _lists = field_validator("host_load", "page_cache", "storage", mode="before")(_as_list)
+
+
+class OverrideModel(_Strict):
+    apps: list[str] | None = None
+    cores: list[int] | None = None
+    modes: list[ModeItem] | None = None
+    requests: dict[str, int] | None = None
+    model_sizes: dict[str, list[str]] | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    stopping: PartialStopping = PartialStopping()
+
+    _modes = field_validator("modes", mode="before")(_as_list)
+
+    @field_validator("requests", "model_sizes", mode="before")
+    @classmethod
+    def _tables(cls, value: Any) -> Any:
+        return None if value is None else _per_app(value)
+
+    @field_validator("model_sizes", mode="before")
+    @classmethod
+    def _size_lists(cls, value: Any) -> Any:
+        return _size_lists(value)
+
+    @field_validator("cores")
+    @classmethod
+    def _cores(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(c < 1 for c in value):
+            raise ValueError("cores must be whole numbers >= 1")
+        return value
+
+
+def _size_lists(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+
+
+class StudyModel(_Strict):
+    schema_: int = Field(STUDY_SCHEMA, alias="schema")
+    name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+    apps: list[str] = Field(min_length=1)
+    platforms: list[PlatformItem] = Field(min_length=1)
+    cores: list[int] = Field(min_length=1)
+    modes: list[ModeItem] = ["VNL", "PIN"]
+    processors: list[ProcessorItem] = ["CPU"]
+    loadgen_scenario: str = "Offline"
+    requests: dict[str, int] = {"*": 32}
+    model_sizes: dict[str, list[str]] = {}
+    backend: str = "torch"
+    batch_size: int = Field(1, ge=1)
+    inference_only: bool = False
+    data_count: int = Field(64, ge=1)
+    seed: int = 0
+    timeout_s: float = Field(900.0, gt=0)
+    stopping: StoppingModel = StoppingModel()
+    host: HostModel = HostModel()
+    overrides: dict[str, OverrideModel] = {}
+
+    _lists = field_validator("platforms", "modes", "processors", mode="before")(_as_list)
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: int) -> int:
+        if value != STUDY_SCHEMA:
+            raise ValueError(f"study schema {value} is not {STUDY_SCHEMA}: this deploybench reads "
+                             f"schema {STUDY_SCHEMA}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' only")
+        return value
+
+    @field_validator("loadgen_scenario", mode="before")
+    @classmethod
+    def _loadgen(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _enum_value(LoadgenScenario, value, "LoadGen scenario").value
+        return value
+
+    @field_validator("requests", mode="before")
+    @classmethod
+    def _requests(cls, value: Any) -> Any:
+        return _per_app(value)
+
+    @field_validator("model_sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        return _size_lists(_per_app(value))
+
+    @field_validator("cores")
+    @classmethod
+    def _cores(cls, value: list[int]) -> list[int]:
+        for i, c in enumerate(value):
+            if c < 1:
+                raise ValueError(f"cores[{i}] = {c}: cores must be whole numbers >= 1")
+        return value
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _override_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            fixed = {}
+            for key, item in value.items():
+                if key.lower() in GROUPS:
+                    fixed[key.lower()] = item
+                    continue
+                try:
+                    fixed[_enum_value(PlatformName, key, "platform").value] = item
+                except ScenarioError as exc:
+                    raise ValueError(f"overrides.{key}: {exc} {' '.join(GROUPS)}") from None
+            return fixed
+        return value
+
+    @model_validator(mode="after")
+    def _runs(self) -> "StudyModel":
+        if self.stopping.min_runs > self.stopping.max_runs:
+            raise ValueError(f"stopping: min_runs ({self.stopping.min_runs}) is more than "
+                             f"max_runs ({self.stopping.max_runs})")
+        return self
+
+
+# -- errors for people ---------------------------------------------------------------------------
+def _loc(parts: Iterable[Any]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key: check its spelling (studies/paper-quick.toml shows every key)"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(error.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if "input" in error and kind not in ("value_error",) and not isinstance(error["input"], (dict, list)):
+        msg += f", got {error['input']!r}"
+    return msg
+
+
+def _one_line(source: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = _loc(first.get("loc", ()))
+    text = f"{source}: {loc + ': ' if loc else ''}{_message(first)}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more)"
+    return " ".join(text.split())
+
+
+# -- the study -------------------------------------------------------------------------------
+class Study:
+    """A validated study. ``expand`` gives its scenarios; ``rule_for``/``timeout_for`` their
+    stopping rule and timeout (after overrides)."""
+
+    def __init__(self, model: StudyModel, source: str = "study") -> None:
+        self.model = model
+        self.source = source
+        self._check_apps()
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def from_toml(cls, text: str, source: str = "study.toml") -> "Study":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise StudyError(f"{source}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "study") -> "Study":
+        try:
+            model = StudyModel.model_validate(data)
+        except ValidationError as exc:
+            raise StudyError(_one_line(source, exc)) from None
+        return cls(model, source)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def seed(self) -> int:
+        return self.model.seed
+
+    def _error(self, loc: str, message: str) -> StudyError:
+        return StudyError(f"{self.source}: {loc}: {message}")
+
+    def _check_apps(self) -> None:
+        m = self.model
+        apps_lists = [("apps", m.apps)] + [(f"overrides.{k}.apps", o.apps)
+                                         for k, o in m.overrides.items() if o.apps]
+        for where, apps in apps_lists:
+            for i, app in enumerate(apps):
+                problem = app_problem(app)
+                if problem is not None and app not in PAPER_APPS:
+                    raise self._error(f"{where}[{i}]", problem)
+        tables = [("model_sizes", m.model_sizes), ("requests", m.requests)]
+        tables += [(f"overrides.{k}.model_sizes", o.model_sizes or {}) for k, o in m.overrides.items()]
+        tables += [(f"overrides.{k}.requests", o.requests or {}) for k, o in m.overrides.items()]
+        mentioned = set(m.apps) | {a for _, o in m.overrides.items() for a in (o.apps or [])}
+        for where, table in tables:
+            for app in table:
+                if app != "*" and app not in mentioned:
+                    raise self._error(f"{where}.{app}", f"app {app!r} is not in the study's apps "
+                                      f"({', '.join(m.apps)})")
+            for app, value in table.items():
+                if where.endswith("requests") and value < 1:
+                    raise self._error(f"{where}.{app}", f"requests must be >= 1, got {value}")
+        for where, table in tables:
+            if not where.endswith("model_sizes"):
+                continue
+            for app, sizes in table.items():
+                for app_name in (sorted(mentioned) if app == "*" else [app]):
+                    known = app_sizes(app_name)
+                    if known is None:
+                        continue
+                    for i, size in enumerate(sizes):
+                        if size not in known:
+                            raise self._error(f"{where}.{app}[{i}]",
+                                              f"app {app_name!r} has no model size {size!r}: use one "
+                                              f"of {' '.join(known)}")
+
+    # -- layers ------------------------------------------------------------------------------
+    def _layers(self, platform: PlatformName, emulated: bool) -> list[OverrideModel]:
+        layers = []
+        if platform in VM_PLATFORMS and VIRTUALIZED in self.model.overrides:
+            layers.append(self.model.overrides[VIRTUALIZED])
+        if platform.value in self.model.overrides:
+            layers.append(self.model.overrides[platform.value])
+        if emulated and platform in VM_PLATFORMS and EMULATED in self.model.overrides:
+            layers.append(self.model.overrides[EMULATED])
+        return layers
+
+    def _pick(self, platform: PlatformName, emulated: bool, attr: str, default: Any) -> Any:
+        value = default
+        for layer in self._layers(platform, emulated):
+            if getattr(layer, attr) is not None:
+                value = getattr(layer, attr)
+        return value
+
+    @staticmethod
+    def _for_app(table: dict[str, Any], app: str) -> Any:
+        return table.get(app, table.get("*"))
+
+    def rule_for(self, platform: PlatformName, emulated: bool = False):
+        from .sweep import StopRule
+
+        values = self.model.stopping.model_dump()
+        for layer in self._layers(platform, emulated):
+            values.update({k: v for k, v in layer.stopping.model_dump().items() if v is not None})
+        if values["min_runs"] > values["max_runs"]:
+            values["min_runs"] = values["max_runs"]  # an override that lowers max_runs wins
+        return StopRule(**values)
+
+    def timeout_for(self, platform: PlatformName, emulated: bool = False) -> float:
+        return float(self._pick(platform, emulated, "timeout_s", self.model.timeout_s))
+
+    # -- the matrix --------------------------------------------------------------------------
+    def expand(self, *, kvm: bool | None = None) -> list[Scenario]:
+        """The scenario matrix (Fig. 3): platform x app x size x cores x mode x processor x
+        host conditions, after per-platform overrides. ``kvm``: whether VMs run natively
+        here (None: detect), which decides if ``[overrides.emulated]`` applies."""
+        m = self.model
+        kvm = kvm_usable() if kvm is None else kvm
+        out: list[Scenario] = []
+        for platform_s in m.platforms:
+            platform = PlatformName(platform_s)
+            emulated = platform in VM_PLATFORMS and not kvm
+            apps = self._pick(platform, emulated, "apps", m.apps)
+            cores = self._pick(platform, emulated, "cores", m.cores)
+            modes = self._pick(platform, emulated, "modes", m.modes)
+            requests = dict(m.requests)
+            sizes = dict(m.model_sizes)
+            for layer in self._layers(platform, emulated):
+                requests.update(layer.requests or {})
+                sizes.update(layer.model_sizes or {})
+            for app in dict.fromkeys(apps):
+                app_requests = self._for_app(requests, app) or 32
+                app_sizes_ = self._for_app(sizes, app) or [default_size(app)]
+                for size in dict.fromkeys(app_sizes_):
+                    for n in dict.fromkeys(cores):
+                        for mode in dict.fromkeys(modes):
+                            for proc in dict.fromkeys(m.processors):
+                                for load in dict.fromkeys(m.host.host_load):
+                                    for cache in dict.fromkeys(m.host.page_cache):
+                                        for storage in dict.fromkeys(m.host.storage):
+                                            out.append(Scenario(
+                                                platform=platform, cores=n, cpu_mode=CpuMode(mode),
+                                                processor=Processor(proc), app=app,
+                                                model_size=size, backend=m.backend,
+                                                loadgen_scenario=LoadgenScenario(m.loadgen_scenario),
+                                                requests=app_requests, batch_size=m.batch_size,
+                                                inference_only=m.inference_only,
+                                                host_load=HostLoad(load), page_cache=PageCache(cache),
+                                                storage=Storage(storage)))
+        return list(dict.fromkeys(out))
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StudyError(f"study file {path} not found") from None
+    except OSError as exc:
+        raise StudyError(f"cannot read study file {path}: {exc.strerror}") from None
+    return Study.from_toml(text, source=path.name)
+
+
+# -- apps, as known at runtime ---------------------------------------------------------------------
+def app_problem(app: str) -> str | None:
+    """None when this version can run ``app``, else why not (one line)."""
+    from .apps import app_names, resolve_app_class
+    from .apps.base import AppError
+
+    if app not in app_names() and ":" not in app:
+        return (f"unknown app {app!r}: use one of {' '.join(dict.fromkeys(app_names() + list(PAPER_APPS)))}"
+                " or module:Class")
+    try:
+        resolve_app_class(app)
+    except AppError as exc:
+        return str(exc)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def app_sizes(app: str) -> tuple[str, ...] | None:
+    if app_problem(app) is not None:
+        return None
+    from .apps import resolve_app_class
+
+    return tuple(resolve_app_class(app).sizes)
+
+
+def default_size(app: str) -> str:
+    sizes = app_sizes(app)
+    return sizes[0] if sizes else "tiny"
+
+
+@functools.lru_cache(maxsize=1)
+def kvm_usable() -> bool:
+    """Whether /dev/kvm opens and creates a VM (a fallback: a VM platform that knows better,
+    e.g. from a boot probe, answers through its ``emulated(host)`` method; see
+    ``planning.vms_native``)."""
+    import fcntl
+
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        vm = fcntl.ioctl(fd, 0xAE01, 0)  # KVM_CREATE_VM
+        os.close(vm)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -1,0 +1,194 @@
+"""Host conditions: busy neighbours (started, pinned, always stopped), cold page cache,
+the data device, I/O limits on a fake cgroup tree, the busy probe."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from .sweep_fakes import QUIET, FakePlatform
+
+from deploybench import conditions
+from deploybench.platforms.cpu import CgroupManager, CpuLimits, IoLimits
+from deploybench.scenario import Scenario
+from deploybench.sweep import run_one
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_neighbour_plan_pin_takes_the_other_cores_vnl_the_spare_capacity():
+    pin = Scenario.parse("BM/1/PIN/CPU")
+    vnl = Scenario.parse("BM/1/VNL/CPU")
+    assert conditions.neighbour_plan(pin, [0, 1, 2, 3], [2]) == (3, [0, 1, 3])
+    assert conditions.neighbour_plan(vnl, [0, 1, 2, 3], None) == (3, None)
+    assert conditions.neighbour_plan(Scenario.parse("BM/4/VNL/CPU"), [0, 1, 2, 3], None) == (0, None)
+
+
+def test_busy_host_starts_pinned_neighbours_and_stops_them(host):
+    if host.cores < 2:
+        pytest.skip("needs 2 cores to have a core to load")
+    scenario = Scenario.parse("BM/1/PIN/CPU", host_load="busy")
+    cpu = host.usable_cpus[0]
+    with conditions.applied(scenario, usable=host.usable_cpus, scenario_cpus=[cpu],
+                            busy_probe_s=0) as (facts, warnings):
+        pids = facts["neighbour_pids"]
+        assert facts["neighbours"] == host.cores - 1 == len(pids)
+        assert all(alive(p) for p in pids)
+        time.sleep(0.2)
+        for pid in pids:
+            assert cpu not in os.sched_getaffinity(pid)
+        assert warnings == []
+    assert not any(alive(p) for p in pids)
+
+
+def test_neighbours_are_stopped_when_the_run_raises(host):
+    scenario = Scenario.parse("BM/1/VNL/CPU", host_load="busy")
+    pids = []
+    with pytest.raises(KeyboardInterrupt):
+        with conditions.applied(scenario, usable=host.usable_cpus, scenario_cpus=None,
+                                busy_probe_s=0) as (facts, _):
+            pids = facts["neighbour_pids"]
+            raise KeyboardInterrupt
+    assert len(pids) == max(0, host.cores - 1)
+    assert not any(alive(p) for p in pids)
+
+
+def test_neighbours_exit_by_themselves_when_the_sweep_dies():
+    code = ("import sys, os; sys.path.insert(0, %r)\n"
+            "from deploybench.conditions import Neighbours\n"
+            "n = Neighbours(1, None); n.start(); print(n.pids[0], flush=True); os._exit(9)\n"
+            % str(Path(conditions.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    deadline = time.time() + 10
+    while alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
+
+
+def test_run_one_with_busy_host_records_and_cleans_up_neighbours(tmp_path, host):
+    scenario = Scenario.parse("BM/1/VNL/CPU", host_load="busy")
+    seen = {}
+
+    class Watching(FakePlatform):
+        def run(self, scenario, job, timeout_s):
+            seen["alive"] = _children()
+            return super().run(scenario, job, timeout_s)
+
+    record = run_one(scenario, Watching(), data_dir=tmp_path, settings=QUIET)
+    facts = record.host["conditions"]
+    assert facts["host_load"] == "busy" and facts["neighbours"] == host.cores - 1
+    assert facts["neighbour_cpus"] == "floating"
+    assert set(facts["neighbour_pids"]) <= set(seen["alive"])
+    assert not any(alive(p) for p in facts["neighbour_pids"])
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_busy_host_with_every_core_taken_says_nothing_to_load(tmp_path, host):
+    scenario = Scenario.parse(f"BM/{host.cores}/VNL/CPU", host_load="busy")
+    record = run_one(scenario, FakePlatform(), data_dir=tmp_path, settings=QUIET)
+    assert record.host["conditions"]["neighbours"] == 0
+    assert "condition_unmet" in record.warning_codes
+
+
+def test_cold_page_cache_drops_caches_and_records_it(tmp_path):
+    target = tmp_path / "drop_caches"
+    target.write_text("")
+    scenario = Scenario.parse("BM/1/PIN/CPU", page_cache="cold")
+    with conditions.applied(scenario, usable=[0], scenario_cpus=[0], busy_probe_s=0,
+                            drop_caches_path=target) as (facts, warnings):
+        pass
+    assert target.read_text() == "3"
+    assert facts["caches_dropped"] is True and warnings == []
+
+
+def test_cold_page_cache_not_permitted_is_recorded_with_a_warning(tmp_path):
+    scenario = Scenario.parse("BM/1/PIN/CPU", page_cache="cold")
+    with conditions.applied(scenario, usable=[0], scenario_cpus=[0], busy_probe_s=0,
+                            drop_caches_path=tmp_path / "missing" / "drop_caches") as (facts, warnings):
+        pass
+    assert facts["caches_dropped"] is False
+    assert "cannot drop the page cache" in facts["caches_error"]
+    assert [w["code"] for w in warnings] == ["condition_unmet"]
+
+
+def test_warm_cache_does_not_drop(tmp_path):
+    target = tmp_path / "drop_caches"
+    target.write_text("")
+    with conditions.applied(Scenario.parse("BM/1/PIN/CPU"), usable=[0], scenario_cpus=[0],
+                            busy_probe_s=0, drop_caches_path=target) as (facts, _):
+        pass
+    assert target.read_text() == "" and "caches_dropped" not in facts
+
+
+def test_busy_fraction_from_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
+    assert conditions._cpu_times(stat) == (800, 1000)
+    assert conditions.cpu_busy_fraction(0.01, stat) == 0.0  # nothing moved: no division by zero
+    real = conditions.cpu_busy_fraction(0.05)
+    assert real is not None and 0.0 <= real <= 1.0
+
+
+def test_data_device_finds_a_whole_disk_or_says_why(tmp_path):
+    dev, name, problem = conditions.data_device(tmp_path / "not" / "yet")
+    if dev is None:
+        assert "not on a block device" in problem
+    else:
+        major, minor = dev.split(":")
+        assert major.isdigit() and minor.isdigit() and name
+        assert not (Path("/sys/dev/block") / dev / "partition").exists()
+    limits, problem = conditions.io_limits_for(tmp_path, 1_000_000, 100, device="8:0")
+    assert limits == IoLimits("8:0", 1_000_000, 100, "8:0") and problem is None
+
+
+def fake_v1_tree(root: Path) -> Path:
+    for controller in ("cpu", "cpuset", "cpuacct", "blkio"):
+        (root / controller).mkdir(parents=True)
+    (root / "cpuset" / "cpuset.mems").write_text("0")
+    return root
+
+
+def test_io_limits_are_written_to_blkio_v1_and_io_max_v2(tmp_path):
+    root = fake_v1_tree(tmp_path / "v1")
+    manager = CgroupManager(root)
+    io = IoLimits("254:0", read_bps=100_000_000, read_iops=150, device_name="vda")
+    cg = manager.create(CpuLimits([0], None), name="deploybench-t", io_limits=io)
+    blkio = root / "blkio" / "deploybench-t"
+    assert (blkio / "blkio.throttle.read_bps_device").read_text() == "254:0 100000000"
+    assert (blkio / "blkio.throttle.read_iops_device").read_text() == "254:0 150"
+    assert blkio / "cgroup.procs" in cg.procs_files
+    assert blkio in manager.leftovers()
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu cpuset io")
+    (v2 / "cgroup.subtree_control").write_text("cpu cpuset")
+    manager2 = CgroupManager(v2)
+    manager2.create(CpuLimits([0], 1.0), name="deploybench-u", io_limits=io)
+    assert (v2 / "deploybench-u" / "io.max").read_text() == "254:0 rbps=100000000 riops=150"
+    assert (v2 / "cgroup.subtree_control").read_text() == "+io"
