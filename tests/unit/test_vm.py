@@ -362,6 +362,7 @@ def test_no_apt_at_all_is_a_one_line_error(monkeypatch):
 # -- the accelerator ---------------------------------------------------------------------------
 def _assets(tmp_path):
     (tmp_path / "vmlinux").write_bytes(b"k")
+    (tmp_path / "i").write_bytes(b"i")
     return GuestAssets(str(tmp_path / "vmlinux"), str(tmp_path / "i"), "6.1", "user")
 
 
@@ -386,7 +387,7 @@ def test_auto_uses_the_cached_probe_verdict(tmp_path, monkeypatch):
         calls.append(a)
         verdict = KvmVerdict(False, "/dev/kvm present but guests do not boot under it in 25 s "
                              "(paravirtual/nested KVM)", None, time.time())
-        path = vm_mod._probe_path(a.kernel)
+        path = vm_mod._probe_path(a)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(verdict.to_json()))
         return verdict
@@ -486,3 +487,55 @@ def test_gpu_scenarios_are_refused_with_a_reason(host):
 def test_prepare_command_refuses_unknown_targets():
     out = subprocess.run([sys.executable, "-m", "deploybench", "prepare", "gpu"], capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip() == "error: nothing to prepare for 'gpu': use `deploybench prepare vm`"
+
+
+# -- turning a finished guest into an outcome --------------------------------------------------
+class _Console:
+    def __init__(self, markers, errors=(), lines=()):
+        self.markers, self.errors, self.lines = markers, list(errors), list(lines)
+
+    def last_line(self):
+        return self.lines[-1] if self.lines else ""
+
+
+def _plan(accel="tcg"):
+    return vm_mod.GuestPlan(GuestAssets("/k", "/i", None, "user"), accel, "test", _cfg(accel=accel), [1],
+                            vm_mod.CpuLimits([0, 1], None))
+
+
+def test_outcome_moves_guest_times_onto_the_host_clock_and_warns(tmp_path):
+    from deploybench.platforms.base import ProcessRun
+    from deploybench.worker.job import WorkerJob, WorkerResult
+
+    job = WorkerJob(app="ic", data_dir="/d", result_path=str(tmp_path / "result.json"))
+    WorkerResult("ok", job.to_json(), timings={"worker_start_wall": 100.0, "first_query_wall": 110.0,
+                                               "worker_end_wall": 112.0}).write(tmp_path / "result.json")
+    (tmp_path / "rc").write_text("0\n")
+    console = _Console({"init": (1001.0, []), "worker-start": (1003.0, ["99.5"]),
+                        "data-mount": (1003.1, ["ext4,/dev/vda"]), "clocksource-start": (1003.0, ["tsc"])})
+    facts = {"vcpu_pinning": {"0": 1}, "vcpu_affinity_at_worker": {"0": [0, 1]}}
+    outcome = platform_class(PlatformName.VM)()._outcome(
+        job, tmp_path, facts, console, ProcessRun(0, False, False, 1000.0, 1016.0), 60, _plan())
+    f = outcome.host_facts
+    assert outcome.status == "ok"
+    assert f["boot_userspace_s"] == 1.0 and f["guest_clock_offset_s"] == 903.5
+    assert f["worker_launch_s"] == pytest.approx(0.5) and f["first_query_s"] == pytest.approx(13.5)
+    assert f["start_latency_s"] == f["first_query_s"] and f["stop_latency_s"] == pytest.approx(0.5)
+    assert f["data_mount_seen"] == "ext4,/dev/vda" and f["guest_clocksource_start"] == "tsc"
+    assert f["worker_exit_status"] == 0
+    codes = [w["code"] for w in outcome.result.warnings]
+    assert "emulated_vm" in codes and "affinity_mismatch" in codes
+
+
+def test_a_guest_without_a_result_fails_with_its_console_error(tmp_path):
+    from deploybench.platforms.base import ProcessRun
+    from deploybench.worker.job import WorkerJob
+
+    job = WorkerJob(app="ic", data_dir="/d", result_path=str(tmp_path / "result.json"))
+    (tmp_path / "console.log").write_text("1.0 DEPLOYBENCH-ERROR mount hostroot (9p)\n")
+    console = _Console({"init": (1001.0, [])}, errors=["mount hostroot (9p)"])
+    outcome = platform_class(PlatformName.MVM)()._outcome(
+        job, tmp_path, {}, console, ProcessRun(0, False, False, 1000.0, 1003.0), 60, _plan("kvm"))
+    assert outcome.status == "failed" and outcome.result is None
+    assert outcome.error == "the guest gave no result (QEMU exit status 0): mount hostroot (9p)"
+    assert "DEPLOYBENCH-ERROR" in outcome.console_tail

@@ -194,15 +194,18 @@ class KvmVerdict:
                 "boot_s": self.boot_s, "checked_at": self.checked_at}
 
 
-def _probe_path(kernel: str) -> Path:
-    st = Path(kernel).stat()
-    key = f"{os.uname().nodename}\0{os.uname().release}\0{Path(kernel).resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+def _probe_path(assets: GuestAssets) -> Path:
+    """The cached verdict's file: one per host (name, kernel) and guest (kernel, initrd)."""
+    key = f"{os.uname().nodename}\0{os.uname().release}"
+    for path in (assets.kernel, assets.initrd):
+        st = Path(path).stat()
+        key += f"\0{Path(path).resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
     return guest_home() / f"kvm-probe-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
 
 
-def cached_kvm_verdict(kernel: str) -> KvmVerdict | None:
+def cached_kvm_verdict(assets: GuestAssets) -> KvmVerdict | None:
     try:
-        data = json.loads(_probe_path(kernel).read_text())
+        data = json.loads(_probe_path(assets).read_text())
     except (OSError, ValueError):
         return None
     if data.get("schema") != KVM_PROBE_SCHEMA:
@@ -231,7 +234,7 @@ def probe_kvm(assets: GuestAssets, deadline_s: float = KVM_PROBE_DEADLINE_S) -> 
     else:
         verdict = KvmVerdict(False, f"/dev/kvm present but guests do not boot under it in {deadline_s:g} s "
                              "(paravirtual/nested KVM)", None, time.time())
-    path = _probe_path(assets.kernel)
+    path = _probe_path(assets)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(verdict.to_json(), indent=1))
     return verdict
@@ -250,7 +253,7 @@ def resolve_accel(requested: str, assets: GuestAssets) -> tuple[str, str]:
         return "kvm", "KVM requested (--accel kvm)"
     if problem:
         return "tcg", f"{problem}: TCG emulation is used"
-    verdict = cached_kvm_verdict(assets.kernel) or probe_kvm(assets)
+    verdict = cached_kvm_verdict(assets) or probe_kvm(assets)
     if verdict.usable:
         return "kvm", verdict.detail
     return "tcg", f"{verdict.detail}: TCG emulation is used"
@@ -679,6 +682,11 @@ class VirtualMachine:
             if "worker_end_wall" in result.timings:
                 facts["stop_latency_s"] = round(proc.end_wall - (result.timings["worker_end_wall"] + offset), 3)
         outcome.host_facts = facts
+        pinned = facts.get("vcpu_pinning")
+        seen = facts.get("vcpu_affinity_at_worker")
+        if result is not None and pinned and seen and any(seen.get(v) != [c] for v, c in pinned.items()):
+            result.warnings.append(make_warning(
+                WarningCode.AFFINITY_MISMATCH, f"vCPUs pinned as {pinned} but the host saw {seen}"))
         if result is not None and plan.accel == "tcg":
             result.warnings.append(make_warning(
                 WarningCode.EMULATED_VM, f"emulated (TCG): not comparable with native runs ({plan.accel_reason})"))
@@ -712,7 +720,7 @@ def kvm_situation() -> tuple[bool, str]:
     if problem:
         return False, f"{problem}: VMs use TCG emulation (functional only, not comparable)"
     assets = cached_assets()
-    verdict = cached_kvm_verdict(assets.kernel) if assets else None
+    verdict = cached_kvm_verdict(assets) if assets else None
     if verdict is None:
         return True, ("/dev/kvm present; whether guests boot under it is not probed yet (the first "
                       "VM run with --accel auto probes it, ~25 s at most)")
