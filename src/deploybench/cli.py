@@ -230,9 +230,12 @@ def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[
         for stop in stops:
             counts[stop["reason"]] = counts.get(stop["reason"], 0) + 1
         typer.echo("stopped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())))
+        from .scenario import Scenario
+
         for stop in stops:
             if stop["reason"] in ("failing", "max_runs", "time_budget"):
-                typer.echo(f"  {stop['study']}: {stop['scenario_name']} {stop['reason']}: {stop['detail']}")
+                label = Scenario.from_json(json.loads(stop["scenario_key"])).label
+                typer.echo(f"  {stop['study']}: {label} {stop['reason']}: {stop['detail']}")
 
 
 @app.command()
