@@ -245,6 +245,9 @@ def sweep(
     db: Path = DB_OPTION,
     plan: bool = typer.Option(False, "--plan", help="print the scenarios, skips and an estimated "
                               "duration; run nothing"),
+    runtime: str = typer.Option("runc", "--runtime", help="OCI runtime for CN/VMCN: runc or crun"),
+    accel: str = typer.Option("auto", "--accel", help="VM accelerator: auto (KVM when a boot probe "
+                              "shows it works, else TCG), kvm or tcg"),
 ) -> None:
     """Run a study: its scenario matrix, repeated adaptively until each mean is known to the
     target precision. Interrupted? Run it again with the same --db: only what is missing runs."""
@@ -259,9 +262,12 @@ def sweep(
     from .sweep import run_sweep
     from .system import host_facts
 
+    from .platforms.base import PlatformOptions
+
     study = load_study(study_path)
-    kvm = vms_native(host_facts())
-    planned = plan_study(study, host_facts(), kvm=kvm)
+    options = PlatformOptions(runtime=runtime, accel=accel)
+    kvm = vms_native(host_facts(), options)
+    planned = plan_study(study, host_facts(), kvm=kvm, options=options)
     store = Store(db) if (not plan or db.exists()) else None
     lines, low, high = plan_lines(study, planned, store, kvm=kvm)
     if plan:
