@@ -16,6 +16,7 @@ import numpy as np
 
 from ..datasets import read_manifest
 from ..datasets.criteo import NUM_DENSE, NUM_SPARSE
+from .backends import check_backend, prepare_model
 from .base import AppError, check_size
 
 TOP_K = 10
@@ -43,7 +44,7 @@ def parse_criteo(text: str, table_sizes: Sequence[int]) -> tuple[np.ndarray, np.
 class Recommendation:
     name: ClassVar[str] = "rs"
     sizes: ClassVar[tuple[str, ...]] = ("debug", "tiny")
-    backends: ClassVar[tuple[str, ...]] = ("torch",)
+    backends: ClassVar[tuple[str, ...]] = ("torch", "onnxruntime")
     #: candidates per request the data generator writes
     candidates: int = 128
 
@@ -66,8 +67,7 @@ class Recommendation:
         from ..models.dlrm import build_dlrm
 
         check_size(self, size)
-        if backend not in self.backends:
-            raise AppError(f"app rs has no backend {backend!r}: use one of {', '.join(self.backends)}")
+        check_backend(self.name, backend, self.backends)
         self.data_dir = Path(data_dir)
         manifest = read_manifest(self.data_dir)
         if manifest.get("app") != "rs":
@@ -76,8 +76,12 @@ class Recommendation:
         self.files = list(manifest["files"])
         self.candidates = int(manifest.get("candidates", self.candidates))
         self.device = device
-        self.model = build_dlrm(size).to(device)
-        self.table_sizes = self.model.config.table_sizes
+        dlrm = build_dlrm(size)
+        self.table_sizes = dlrm.config.table_sizes
+        self.model = prepare_model(dlrm, backend, threads, self.example_inputs(),
+                                   cache_key=(self.name, size, dlrm.config, 0),
+                                   input_names=["dense", "sparse"], output_names=["logits"],
+                                   device=device)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:

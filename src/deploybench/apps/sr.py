@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..datasets import read_manifest
+from .backends import check_backend, prepare_model
 from .base import AppError, check_size
 
 SAMPLE_RATE = 16_000
@@ -105,7 +106,7 @@ def splice_frames(feats: Any, stacked: int = FRAMES_STACKED) -> Any:
 class SpeechRecognition:
     name: ClassVar[str] = "sr"
     sizes: ClassVar[tuple[str, ...]] = ("full", "small", "tiny")
-    backends: ClassVar[tuple[str, ...]] = ("torch",)
+    backends: ClassVar[tuple[str, ...]] = ("torch", "onnxruntime")
     #: utterance length the data generator writes (tests use shorter ones)
     duration_s: float = 15.0
 
@@ -132,8 +133,7 @@ class SpeechRecognition:
         from ..models.rnnt import build_rnnt
 
         check_size(self, size)
-        if backend not in self.backends:
-            raise AppError(f"app sr has no backend {backend!r}: use one of {', '.join(self.backends)}")
+        check_backend(self.name, backend, self.backends)
         if device != "cpu":
             raise AppError("app sr runs on the CPU only (like MLPerf's RNN-T in the paper): use a CPU scenario")
         self.data_dir = Path(data_dir)
@@ -146,6 +146,7 @@ class SpeechRecognition:
         self.duration_s = float(manifest.get("duration_s", self.duration_s))
         self.model = build_rnnt(size)
         self.features = LogMel()
+        self._prepare_backend(backend, threads, size)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:
@@ -172,6 +173,35 @@ class SpeechRecognition:
         features = torch.randn(batch_size, frames, N_MELS * FRAMES_STACKED, generator=generator)
         return features, torch.full((batch_size,), frames, dtype=torch.long)
 
+    def _prepare_backend(self, backend: str, threads: int, size: str) -> None:
+        """The three networks as callables on ``backend``. On onnxruntime each is exported
+        on its own (encoder with a dynamic number of frames; one prediction step; the joint)
+        and greedy decoding stays in Python, calling them step by step as it does on torch."""
+        import torch
+
+        model = self.model
+        if backend == "torch":
+            self.encoder, self.predict, self.joint = model, model.prediction, model.joint
+            return
+        config = model.config
+        key = (self.name, size, config, 0)
+        self.encoder = prepare_model(
+            model, backend, threads, self.example_inputs(), cache_key=(*key, "encoder"),
+            input_names=["features", "lengths"], output_names=["encoded", "encoded_lengths"],
+            dynamic_axes={"features": {1: "frames"}, "encoded": {1: "encoded_frames"}})
+        h, c = model.initial_state()
+        tokens = torch.zeros((1, 1), dtype=torch.long)
+        self.predict = prepare_model(
+            model.prediction, backend, threads, (tokens, h, c), cache_key=(*key, "prediction"),
+            input_names=["tokens", "h", "c"], output_names=["g", "h_out", "c_out"],
+            # the LSTM state is (layers, batch, hidden): batch is axis 1 there, not 0
+            dynamic_axes={"h": {0: "layers", 1: "batch"}, "c": {0: "layers", 1: "batch"},
+                          "h_out": {0: "layers", 1: "batch"}, "c_out": {0: "layers", 1: "batch"}})
+        f = torch.zeros((1, config.encoder_hidden))
+        g = torch.zeros((1, config.pred_hidden))
+        self.joint = prepare_model(model.joint, backend, threads, (f, g), cache_key=(*key, "joint"),
+                                   input_names=["f", "g"], output_names=["logits"])
+
     def infer(self, batch: Sequence[Any]) -> Any:
         from ..models.rnnt import greedy_decode
 
@@ -180,9 +210,9 @@ class SpeechRecognition:
         with torch.inference_mode():
             lengths = torch.tensor([f.shape[0] for f in batch], dtype=torch.long)
             features = torch.nn.utils.rnn.pad_sequence(list(batch), batch_first=True)
-            encoded, enc_lengths = model(features, lengths)
+            encoded, enc_lengths = self.encoder(features, lengths)
             config = model.config
-            return greedy_decode(encoded, enc_lengths, model.prediction, model.joint,
+            return greedy_decode(encoded, enc_lengths, self.predict, self.joint,
                                  model.initial_state(),
                                  max_symbols_per_step=config.max_symbols_per_step,
                                  max_symbols_per_frame=config.max_symbols_per_frame)

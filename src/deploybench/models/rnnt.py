@@ -65,8 +65,9 @@ def stack_time(x: torch.Tensor, lengths: torch.Tensor, factor: int) -> tuple[tor
     consecutive frames (the last group zero-padded)."""
     b, t, h = x.shape
     pad = (-t) % factor
-    if pad:
-        x = torch.cat([x, x.new_zeros(b, pad, h)], dim=1)
+    # No `if pad:` -- an always-present (possibly empty) pad keeps the graph the same for odd
+    # and even lengths, so an ONNX export traced at one length serves every length.
+    x = torch.cat([x, x.new_zeros(b, pad, h)], dim=1)
     x = x.reshape(b, (t + pad) // factor, h * factor)
     return x, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
 
