@@ -72,6 +72,8 @@ def print_table(summaries: list[Any]) -> None:
         ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
         basis = "" if s.ci_basis == "runs" else "*"
         name = s.scenario + (f" {getattr(s, 'conditions', '')}" if getattr(s, "conditions", "") else "")
+        if s.accel not in ("native", "kvm"):
+            name += f" ({s.accel.upper()})"  # emulated: never to be read as a native figure
         table.add_row(name, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
                       _fmt(s.p50_ms), _fmt(s.p90_ms), _fmt(s.p99_ms), _fmt(s.pre_ms), _fmt(s.infer_ms),
                       _fmt(s.post_ms), _fmt(s.samples_per_s, 1),
