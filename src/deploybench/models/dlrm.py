@@ -87,7 +87,16 @@ class DLRM(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         x = self.bottom(dense)
-        embedded = [table(sparse[:, j:j + 1]) for j, table in enumerate(self.tables)]
+        if torch.jit.is_tracing():
+            # Only while the ONNX exporter traces: one index per bag (Criteo), so the bag's
+            # sum is one row, and a row gather exports to a single ONNX Gather where
+            # embedding_bag exports to a Loop that runs ~10x slower. (Not
+            # torch.onnx.is_in_onnx_export(): touching torch.onnx at inference imports the
+            # exporter, which made the worker's Python pre-processing 10x slower.)
+            embedded = [nn.functional.embedding(sparse[:, j], table.weight)
+                        for j, table in enumerate(self.tables)]
+        else:
+            embedded = [table(sparse[:, j:j + 1]) for j, table in enumerate(self.tables)]
         vectors = torch.stack([x, *embedded], dim=1)  # (B, 27, d)
         dots = torch.bmm(vectors, vectors.transpose(1, 2))
         pairs = dots[:, self.pair_rows, self.pair_cols]  # (B, 351)
