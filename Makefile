@@ -14,6 +14,9 @@ demo: install
 	@mkdir -p demo-out
 	$(VENV)/bin/deploybench doctor
 	$(VENV)/bin/deploybench sweep studies/paper-quick.toml --db $(DEMO_DB)
+	$(VENV)/bin/deploybench sweep studies/practices-quick.toml --db $(DEMO_DB)
+	$(VENV)/bin/deploybench run BM/1/PIN/CPU BM/2/PIN/CPU --app ic --model-size tiny \
+	    --requests 16 --repeat 3 --inference-only --db $(DEMO_DB)
 	$(VENV)/bin/deploybench show --db $(DEMO_DB)
 	$(VENV)/bin/deploybench report --db $(DEMO_DB) -o demo-out/report.html
 

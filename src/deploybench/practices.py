@@ -191,7 +191,9 @@ def bp4_storage(records: Sequence[Any]) -> BestPractice:
            "many small input files.",
         "Runs of the same scenario on fast storage (storage=native, or host storage ssd/nvme/"
         "tmpfs) and on slow storage (storage=throttled, an emulated HDD, or host storage hdd): "
-        "supports when the fast storage gives a significantly lower E2E, opposes when not.")
+        "supports when the fast storage gives a significantly lower E2E, opposes when not. "
+        "Holds when at least one app gains significantly: the practice is about apps with many "
+        "small inputs, and an app that reads one file (NLP's SQuAD set) is expected not to care.")
     fast_names = ("native", "ssd", "nvme", "tmpfs", "ram")
     by_storage: dict[str, list[Any]] = {}
     for r in records:
@@ -220,9 +222,9 @@ def bp4_storage(records: Sequence[Any]) -> BestPractice:
                 support += better
                 oppose += not better
                 bp.evidence.append(f"{c.name} {c.workload_label}: fast storage vs {k}: {diff.describe()}")
-    return _decide(bp, support, oppose,
+    return _decide(bp, support, oppose, rule="any", needs=
                    "the same scenarios run with storage = native and storage = throttled "
-                   "(study file [conditions]), or on hosts recording different storage")
+                   "(a study's [host] storage = ['native', 'throttled'] with page_cache = 'cold'), or on hosts recording different storage")
 
 
 # -- 5 -------------------------------------------------------------------------------------

@@ -273,6 +273,18 @@ def test_bp4_needs_storage_variants_and_uses_them_when_recorded():
     assert practice(build_cells(rec), rec, 4).verdict == HOLDS
 
 
+def test_bp4_holds_when_one_app_gains_even_if_a_single_file_app_does_not():
+    rec = (synthetic_runs("BM/1/PIN/CPU", 50, run_cv=0.005, storage="native")
+           + synthetic_runs("BM/1/PIN/CPU", 70, run_cv=0.005, storage="throttled", seed=1)
+           + synthetic_runs("BM/1/PIN/CPU", 80, app="nlp", run_cv=0.005, storage="native", seed=2)
+           + synthetic_runs("BM/1/PIN/CPU", 80, app="nlp", run_cv=0.005, storage="throttled", seed=3))
+    bp = practice(build_cells(rec), rec, 4)
+    assert bp.verdict == HOLDS and (bp.supporting, bp.opposing) == (1, 1)
+    rec = (synthetic_runs("BM/1/PIN/CPU", 80, app="nlp", run_cv=0.005, storage="native", seed=2)
+           + synthetic_runs("BM/1/PIN/CPU", 80, app="nlp", run_cv=0.005, storage="throttled", seed=3))
+    assert practice(build_cells(rec), rec, 4).verdict == DOES_NOT_HOLD
+
+
 def e2e_and_inference_only(e2e_speedup: float, infer_speedup: float):
     return (synthetic_runs("BM/1/PIN/CPU", 100, run_cv=0.005)
             + synthetic_runs("BM/2/PIN/CPU", 100 / e2e_speedup, run_cv=0.005)
