@@ -722,20 +722,6 @@ class MicroVM(VirtualMachine):
     name: ClassVar[str] = "MVM"
     machine: ClassVar[str] = "microvm"
 
-    def emulated(self, host: HostFacts) -> bool:
-        """Whether runs here will be emulated (TCG), as the sweep planner asks to pick a
-        study's ``[overrides.emulated]``. With ``--accel auto`` this may prepare the guest
-        assets and boot the KVM probe once (both cached), exactly as the first run would."""
-        if self.options.accel in ("tcg", "kvm"):
-            return self.options.accel == "tcg"
-        if kvm_device_problem():
-            return True
-        try:
-            assets = prepare(self.options.kernel, self.options.initrd)
-        except GuestAssetError:
-            return True  # the runs will fail with this reason; plan them as the cheap case
-        return resolve_accel(self.options.accel, assets)[0] == "tcg"
-
     def scenario_problem(self, scenario: Scenario, host: HostFacts) -> str | None:
         if scenario.processor is Processor.GPU:
             return "micro-VMs have no PCI bus to pass a GPU through (as Firecracker): use .../CPU"
