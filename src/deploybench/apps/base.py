@@ -54,6 +54,25 @@ class AppError(RuntimeError):
     """An app that cannot be loaded or run; the message is one line for people."""
 
 
+#: what each built-in app's data is, for the error when a data set belongs to another app
+DATA_KINDS = {"ic": "images", "sr": "speech", "nlp": "SQuAD questions", "rs": "Criteo requests"}
+
+
+def read_app_manifest(app: Any, data_dir: Path) -> dict:
+    """The manifest of the data set in ``data_dir``, checked to be ``app``'s own data."""
+    from ..datasets import read_manifest
+
+    try:
+        manifest = read_manifest(Path(data_dir))
+    except FileNotFoundError as exc:
+        raise AppError(str(exc)) from None
+    if manifest.get("app") != app.name:
+        kind = DATA_KINDS.get(app.name, f"{app.name} data")
+        raise AppError(f"{data_dir} holds {manifest.get('app')!r} data, not {kind}: "
+                       f"generate it with `deploybench data --app {app.name}`")
+    return manifest
+
+
 def check_size(app: App, size: str) -> None:
     if size not in app.sizes:
         raise AppError(

@@ -11,9 +11,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..datasets import read_manifest
 from .backends import check_backend, prepare_model
-from .base import check_size
+from .base import check_size, read_app_manifest
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -51,7 +50,7 @@ class ImageClassification:
         check_size(self, size)
         check_backend(self.name, backend, self.backends)
         self.data_dir = Path(data_dir)
-        manifest = read_manifest(self.data_dir)
+        manifest = read_app_manifest(self, self.data_dir)
         self.files = list(manifest["files"])
         self.labels = (self.data_dir / manifest.get("labels", "labels.txt")).read_text().splitlines()
         self.device = device

@@ -24,9 +24,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..datasets import read_manifest
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size
+from .base import AppError, check_size, read_app_manifest
 
 MAX_SEQ_LENGTH = 384
 DOC_STRIDE = 128
@@ -195,9 +194,7 @@ class QuestionAnswering:
         check_size(self, size)
         check_backend(self.name, backend, self.backends)
         self.data_dir = Path(data_dir)
-        manifest = read_manifest(self.data_dir)
-        if manifest.get("app") != self.name:
-            raise AppError(f"{data_dir} holds data of app {manifest.get('app')!r}, not nlp")
+        manifest = read_app_manifest(self, self.data_dir)
         self.ids = list(manifest["files"])
         self.squad_path = self.data_dir / manifest["squad"]
         index = json.loads((self.data_dir / manifest["index"]).read_text())

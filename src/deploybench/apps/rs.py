@@ -14,10 +14,9 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..datasets import read_manifest
 from ..datasets.criteo import NUM_DENSE, NUM_SPARSE
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size
+from .base import AppError, check_size, read_app_manifest
 
 TOP_K = 10
 
@@ -69,10 +68,7 @@ class Recommendation:
         check_size(self, size)
         check_backend(self.name, backend, self.backends)
         self.data_dir = Path(data_dir)
-        manifest = read_manifest(self.data_dir)
-        if manifest.get("app") != "rs":
-            raise AppError(f"{self.data_dir} holds {manifest.get('app')!r} data, not Criteo requests: "
-                           "generate it with `deploybench data --app rs`")
+        manifest = read_app_manifest(self, self.data_dir)
         self.files = list(manifest["files"])
         self.candidates = int(manifest.get("candidates", self.candidates))
         self.device = device

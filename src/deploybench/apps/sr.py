@@ -18,9 +18,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..datasets import read_manifest
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size
+from .base import AppError, check_size, read_app_manifest
 
 SAMPLE_RATE = 16_000
 N_MELS = 80
@@ -137,10 +136,7 @@ class SpeechRecognition:
         if device != "cpu":
             raise AppError("app sr runs on the CPU only (like MLPerf's RNN-T in the paper): use a CPU scenario")
         self.data_dir = Path(data_dir)
-        manifest = read_manifest(self.data_dir)
-        if manifest.get("app") != "sr":
-            raise AppError(f"{self.data_dir} holds {manifest.get('app')!r} data, not speech: "
-                           "generate it with `deploybench data --app sr`")
+        manifest = read_app_manifest(self, self.data_dir)
         self.files = list(manifest["files"])
         self.transcripts = dict(manifest.get("transcripts", {}))
         self.duration_s = float(manifest.get("duration_s", self.duration_s))
