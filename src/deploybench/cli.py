@@ -91,11 +91,23 @@ def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[
     from .scenario import Scenario
     from .system import host_facts
 
+    from .platforms.cpu import limits_for
+    from .scenario import CpuMode
+
     facts = host_facts()
+    if options.engine not in (None, "docker", "podman"):
+        raise PlatformError(f"unknown container engine {options.engine!r}: use docker or podman, "
+                            "or leave --engine out to use the OCI runtime directly")
+    for what, path in (("guest kernel", options.kernel), ("guest initrd", options.initrd)):
+        if path and not Path(path).is_file():
+            raise PlatformError(f"{what} {path} does not exist: pass a file, or leave it out "
+                                "to use the prepared one (`deploybench prepare vm`)")
     out = []
     for name in names:
         scenario = Scenario.parse(name, **workload)
         scenario.check_fits(facts.cores)
+        if options.pin_cpus and scenario.cpu_mode is CpuMode.PIN:
+            limits_for(scenario.cores, True, list(options.pin_cpus))  # one-line CgroupError
         if not implemented(scenario.platform):
             raise PlatformError(f"{scenario.name}: platform {scenario.platform.value} is not available in this version")
         platform = create_platform(scenario.platform, options)
@@ -178,7 +190,7 @@ def run(
     summaries = summarize(records)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
-    else:
+    elif summaries:
         print_table(summaries)
     failed = [r for r in records if r.status != "ok"]
     if failed:

@@ -221,15 +221,18 @@ class Scenario:
 def parse_cpu_list(text: str) -> list[int]:
     """Parse the kernel's CPU list format (``0-3,8,10-11``) into a sorted list."""
     cpus: set[int] = set()
-    for part in (text or "").strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            cpus.update(range(int(lo), int(hi) + 1))
-        else:
-            cpus.add(int(part))
+    try:
+        for part in (text or "").strip().split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                cpus.update(range(int(lo), int(hi) + 1))
+            else:
+                cpus.add(int(part))
+    except ValueError:
+        raise ScenarioError(f"cannot read CPU list {text!r}: write e.g. 2,3 or 0-3") from None
     return sorted(cpus)
 
 

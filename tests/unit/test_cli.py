@@ -21,6 +21,11 @@ runner = CliRunner()
     (["run", "BM/1/PIN/GPU"], "no GPU on this host"),
     (["run", "BM/1/PIN/CPU", "--app", "json:nothing"], "has no app class 'nothing'"),
     (["show", "--db", "/nonexistent/x.db"], "error: no store at /nonexistent/x.db"),
+    (["run", "BM/1/PIN/CPU", "--cpus", "999"], "error: cannot pin to CPUs 999: usable are"),
+    (["run", "BM/1/PIN/CPU", "--cpus", "0-1"], "--cpus names 2 CPUs for a 1-core scenario"),
+    (["run", "BM/1/PIN/CPU", "--cpus", "two"], "cannot read CPU list 'two'"),
+    (["run", "CN/1/PIN/CPU", "--engine", "lxc"], "unknown container engine 'lxc'"),
+    (["run", "VM/1/PIN/CPU", "--kernel", "/nonexistent/vmlinux"], "guest kernel /nonexistent/vmlinux does not exist"),
 ])
 def test_bad_input_gives_one_line_errors(args, message, host):
     if "GPU" in args[1] and host.gpus:
