@@ -25,7 +25,7 @@ fi
 VPIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
 if ! .venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
   echo "install: torch 2.13.0 (CPU)"
-  "${VPIP[@]}" install "torch==2.13.0"
+  "${VPIP[@]}" install "torch==2.13.0" 2> >(grep -v "^WARNING: Location" >&2)
 fi
 stamp=.venv/.deploybench-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
