@@ -275,6 +275,12 @@ def workload_label(scenario: Scenario) -> str:
     parts.append(f"{scenario.requests} req")
     if scenario.inference_only:
         parts.append("inference only")
+    # host conditions that differ from the defaults (idle host, warm cache, native storage)
+    for field_name, default, text in (("host_load", "idle", "{} host"), ("page_cache", "warm", "{} cache"),
+                                      ("storage", "native", "{} storage")):
+        value = getattr(getattr(scenario, field_name, None), "value", default)
+        if value != default:
+            parts.append(text.format(value))
     return f"{scenario.app} ({', '.join(parts)})"
 
 

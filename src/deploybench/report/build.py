@@ -17,7 +17,7 @@ from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, ScaleUp,
                         chr_trends, condition_free_key, gpu_speedups, overheads, pin_gains, scale_ups)
 from ..practices import BestPractice, best_practices
 from ..recommend import Constraints, Recommendation, recommend
-from ..store import RunRecord
+from ..store import FAILED_STATUSES, RunRecord
 from ..worker.job import WARNING_HINTS, WarningCode
 from . import figures as F
 
@@ -45,6 +45,10 @@ class Analysis:
     @property
     def ok_runs(self) -> int:
         return sum(1 for r in self.records if r.status == "ok")
+
+    @property
+    def warmup_runs(self) -> int:
+        return sum(1 for r in self.records if r.status == "warmup")
 
 
 def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints()) -> Analysis:
@@ -88,7 +92,7 @@ def _failures(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
              "error": r.error or "(no reason recorded)",
              "when": _dt.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S"),
              "tail": (r.console_tail or "")[-600:]}
-            for r in records if r.status != "ok"]
+            for r in records if r.status in FAILED_STATUSES or r.status == "interrupted"]
 
 
 def _metadata(records: Sequence[RunRecord]) -> list[tuple[str, str]]:
