@@ -65,9 +65,7 @@ def _decide(bp: BestPractice, support: int, oppose: int, needs: str,
         bp.verdict = HOLDS
     else:
         bp.verdict = DOES_NOT_HOLD
-    if support and oppose:
-        bp.evidence.append(f"mixed evidence: {support} comparison(s) for, {oppose} against")
-    return bp
+    return bp  # the counts are in bp.supporting / bp.opposing; the report prints them
 
 
 def _usable(cells: Sequence[Cell], *, inference_only: bool | None = False,
