@@ -42,7 +42,7 @@ def main() -> int:
     from deploybench.store import Store
     from deploybench.study import Study
     from deploybench.sweep import run_sweep
-    from deploybench.system import host_facts
+    from deploybench.host import host_facts
 
     study = Study.from_dict({
         "name": "adaptive-stop", "apps": ["ic"], "platforms": ["BM"], "cores": [1],

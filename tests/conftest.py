@@ -12,7 +12,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 @pytest.fixture(scope="session")
 def host():
-    from deploybench.system import host_facts
+    from deploybench.host import host_facts
 
     return host_facts()
 

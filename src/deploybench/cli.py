@@ -89,7 +89,7 @@ def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[
     from .platforms import create_platform, implemented
     from .platforms.base import PlatformError
     from .scenario import Scenario
-    from .system import host_facts
+    from .host import host_facts
 
     from .platforms.cpu import limits_for
     from .scenario import CpuMode
@@ -274,7 +274,7 @@ def sweep(
     from .store import Store
     from .study import load_study
     from .sweep import run_sweep
-    from .system import host_facts
+    from .host import host_facts
 
     from .platforms.base import PlatformOptions
 
@@ -314,11 +314,11 @@ def sweep(
             typer.echo(f"stop {p.scenario.label}: {decision.reason} ({decision.detail})")
         if decision.reason in ("max_runs", "time_budget") and (
                 decision.rel_ci is None or decision.rel_ci > p.rule.target_rel_ci):
-            from .worker.job import WarningCode, make_warning
+            from .warnings import WarningCode, hint
 
-            hint = make_warning(WarningCode.HIGH_VARIANCE, "")["hint"]
+            fix = hint(WarningCode.HIGH_VARIANCE)
             typer.echo(f"  warning high_variance: the target ±{p.rule.target_rel_ci:.1%} was not "
-                       f"reached; {hint}")
+                       f"reached; {fix}")
 
     decisions = run_sweep(planned, store, study=study.name, seed=study.seed, on_run=on_run,
                           on_stop=on_stop)
@@ -340,7 +340,8 @@ def sweep(
 @friendly
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """What this host can run (cgroups, KVM, runtimes, GPU) and, for what it cannot, why."""
-    from .system import doctor_checks, host_facts
+    from .doctor import doctor_checks
+    from .host import host_facts
 
     checks = doctor_checks()
     if as_json:

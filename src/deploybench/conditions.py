@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 
 from .platforms.cpu import IoLimits
 from .scenario import CpuMode, HostLoad, PageCache, Scenario
-from .worker.job import WarningCode, make_warning
+from .warnings import WarningCode, warning
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 PROC_STAT = Path("/proc/stat")
@@ -212,7 +212,7 @@ def applied(scenario: Scenario, *, usable: Sequence[int], scenario_cpus: Sequenc
         busy = cpu_busy_fraction(busy_probe_s)
         facts["busy_before"] = None if busy is None else round(busy, 3)
         if busy is not None and busy > busy_threshold:
-            warnings.append(make_warning(
+            warnings.append(warning(
                 WarningCode.HOST_BUSY,
                 f"the host's CPUs were {busy:.0%} busy in the {busy_probe_s:g} s before the run"))
     if io_limits is not None:
@@ -222,7 +222,7 @@ def applied(scenario: Scenario, *, usable: Sequence[int], scenario_cpus: Sequenc
         facts["caches_dropped"] = dropped
         if not dropped:
             facts["caches_error"] = why
-            warnings.append(make_warning(WarningCode.CONDITION_UNMET, f"page_cache=cold: {why}"))
+            warnings.append(warning(WarningCode.CONDITION_UNMET, f"page_cache=cold: {why}"))
         else:
             seconds, problem = rewarm_software(scenario)
             facts["software_rewarmed_s"] = round(seconds, 2)
@@ -234,7 +234,7 @@ def applied(scenario: Scenario, *, usable: Sequence[int], scenario_cpus: Sequenc
         facts["neighbours"] = count
         facts["neighbour_cpus"] = cpus if cpus is not None else "floating"
         if count == 0:
-            warnings.append(make_warning(
+            warnings.append(warning(
                 WarningCode.CONDITION_UNMET,
                 f"host_load=busy: the scenario has all {len(usable)} cores, none left to load"))
     with Neighbours(count, cpus) as neighbours:

@@ -12,7 +12,7 @@ from .scenario import CpuMode, PlatformName, Processor, Scenario
 from .stats import (Difference, bootstrap_percentile_ci, coefficient_of_variation, mad_outliers,
                     mean_ci, percentiles, welch_difference)
 from .store import FAILED_STATUSES, RunRecord, group_by_scenario
-from .worker.job import WarningCode, make_warning
+from .warnings import WarningCode
 
 
 @dataclass
@@ -127,10 +127,6 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
 def failures(records: Sequence[RunRecord]) -> list[RunRecord]:
     """Runs that failed or timed out (warm-ups and interrupted runs are not failures)."""
     return [r for r in records if r.status in FAILED_STATUSES]
-
-
-def warning_details(code: str) -> dict[str, str]:
-    return make_warning(WarningCode(code), "")
 
 
 # =========================================================================================

@@ -41,8 +41,9 @@ from .platforms.base import Platform, PlatformError, RunOutcome
 from .scenario import CpuMode, HostLoad, Processor, Scenario
 from .stats import mean_ci
 from .store import FAILED_STATUSES, RunRecord, Store, StoreError
-from .system import git_revision, host_facts, run_metadata
-from .worker.job import WarningCode, WorkerJob, make_warning
+from .host import git_revision, host_facts, run_metadata
+from .warnings import WarningCode, warning
+from .worker.job import WorkerJob
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def host_warnings(scenario: Scenario, outcome: RunOutcome) -> list[dict[str, str
     stat = facts.get("cpu_stat") or {}
     periods, throttled = stat.get("nr_periods", 0), stat.get("nr_throttled", 0)
     if periods and throttled / periods >= 0.05:
-        warnings.append(make_warning(
+        warnings.append(warning(
             WarningCode.CGROUP_THROTTLED,
             f"throttled in {throttled} of {periods} CFS periods "
             f"({stat.get('throttled_ms', 0):.0f} ms held back)"))
@@ -99,13 +100,13 @@ def host_warnings(scenario: Scenario, outcome: RunOutcome) -> list[dict[str, str
     if result is not None and result.environment and limits:
         got = result.environment.get("affinity")
         if scenario.cpu_mode is CpuMode.PIN and got is not None and got != limits.get("cpus"):
-            warnings.append(make_warning(
+            warnings.append(warning(
                 WarningCode.AFFINITY_MISMATCH,
                 f"pinned to {limits.get('cpus')} but the worker ran on {got}"))
         quota = (result.environment.get("cgroup") or {}).get("cpu_quota_cores")
         wanted = limits.get("quota_cores")
         if scenario.cpu_mode is CpuMode.VNL and wanted and quota is not None and abs(quota - wanted) > 1e-6:
-            warnings.append(make_warning(
+            warnings.append(warning(
                 WarningCode.AFFINITY_MISMATCH,
                 f"a quota of {wanted} cores was set but the worker saw {quota}"))
     return warnings

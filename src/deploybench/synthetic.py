@@ -16,7 +16,7 @@ import numpy as np
 
 from .scenario import CpuMode, Scenario
 from .store import RunRecord
-from .worker.job import WarningCode, make_warning
+from .warnings import WarningCode, warning
 
 SYNTHETIC_HOST = "synthetic-host"
 
@@ -115,7 +115,7 @@ def _record(scenario: Scenario, status: str, rep: int, t: float, run_s: float, h
         error=None, host=host_meta, platform=platform, environment=environment,
         metadata={"hostname": host, "host_cores": host_cores,
                   "chr": round(scenario.cores / host_cores, 4), "torch": "2.13.0"},
-        timings={"run_s": run_s}, warnings=[make_warning(w, "synthetic") for w in warnings],
+        timings={"run_s": run_s}, warnings=[warning(w, "synthetic") for w in warnings],
         samples=samples)
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from deploybench.platforms.base import PlatformOptions
 from deploybench.platforms.baremetal import BareMetal
-from deploybench.platforms.cpu import CgroupManager, usable_cpus
+from deploybench.host import usable_cpus
+from deploybench.platforms.cpu import CgroupManager
 from deploybench.scenario import Scenario
 from deploybench.sweep import RunSettings, build_job, run_one
 

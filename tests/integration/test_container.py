@@ -18,11 +18,11 @@ import pytest
 
 from deploybench.platforms.base import PlatformOptions
 from deploybench.platforms.container import Container, OciRuntime
-from deploybench.platforms.cpu import CGROUP_ROOT
+from deploybench.host import CGROUP_ROOT
 from deploybench.platforms.oci import bundles_root, mounts_under
 from deploybench.scenario import Scenario
 from deploybench.sweep import RunSettings, build_job, run_one
-from deploybench.worker.job import WarningCode
+from deploybench.warnings import WarningCode
 
 ISOLATED = ("pid", "mnt", "ipc", "uts", "net", "cgroup")
 

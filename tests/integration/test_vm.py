@@ -18,7 +18,7 @@ import pytest
 from deploybench.datasets.cache import home
 from deploybench.platforms import create_platform
 from deploybench.platforms.base import PlatformOptions
-from deploybench.platforms.cpu import usable_cpus
+from deploybench.host import usable_cpus
 from deploybench.scenario import Scenario
 from deploybench.sweep import RunSettings, run_and_store, run_one
 

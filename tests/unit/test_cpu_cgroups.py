@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.platforms.cpu import (CgroupError, CgroupManager, CpuLimits, choose_pinned_cpus,
-                                       detect_version)
+from deploybench.host import detect_version
+from deploybench.platforms.cpu import CgroupError, CgroupManager, CpuLimits, choose_pinned_cpus
 
 
 def make_v1(root: Path) -> Path:

@@ -10,7 +10,7 @@ from deploybench.recommend import Constraints, compare_scenarios, recommend
 from deploybench.scenario import ScenarioError
 from deploybench.stats import ratio_of_ratios, welch_difference
 from deploybench.synthetic import synthetic_runs, synthetic_study
-from deploybench.worker.job import WarningCode
+from deploybench.warnings import WarningCode
 
 
 def cells_of(*groups):

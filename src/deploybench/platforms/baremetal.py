@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..scenario import CpuMode, Processor, Scenario
-from ..system import HostFacts
+from ..host import HostFacts
 from ..worker.job import WorkerJob
 from .base import PlatformError, PlatformOptions, RunOutcome, outcome_from, run_process, worker_env
 from .cpu import CgroupError, CgroupManager, limits_for

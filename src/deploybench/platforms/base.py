@@ -16,8 +16,20 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 from ..scenario import Scenario
-from ..system import HostFacts
+from ..host import HostFacts
 from ..worker.job import SchemaError, WorkerJob, WorkerResult
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `deploybench doctor`: what was checked, whether it works, and why not."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
 class PlatformError(RuntimeError):

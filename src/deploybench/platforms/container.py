@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 from ..scenario import CpuMode, Scenario
-from ..system import Check, HostFacts
+from ..host import HostFacts
 from ..worker.job import WorkerJob
-from .base import PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
+from .base import Check, PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
 from .baremetal import gpu_reason, worker_command
-from .cpu import CGROUP_ROOT, PREFIX, CgroupError, CpuLimits, RunCgroup, limits_for
+from ..host import CGROUP_ROOT, PREFIX
+from .cpu import CgroupError, CpuLimits, RunCgroup, limits_for
 from .oci import (CONTAINER_PATH, BindMount, host_mems, plan_mounts, python_dirs,
                   remove_bundle, write_bundle)
 

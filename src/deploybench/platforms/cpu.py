@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..scenario import format_cpu_list, parse_cpu_list
+from ..host import CGROUP_ROOT, PREFIX, detect_version, usable_cpus
+from ..scenario import format_cpu_list
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-PREFIX = "deploybench-"
 CFS_PERIOD_US = 100_000
 
 
@@ -38,30 +37,6 @@ def _write(path: Path, value: str) -> None:
         path.write_text(value)
     except OSError as exc:
         raise CgroupError(f"cannot write {value!r} to {path}: {exc.strerror or exc}") from None
-
-
-def detect_version(root: Path = CGROUP_ROOT) -> int | None:
-    """2 for a pure cgroup v2 mount, 1 for v1 with cpu and cpuset controllers, else None."""
-    if (root / "cgroup.controllers").exists():
-        return 2
-    if (root / "cpu").is_dir() and (root / "cpuset").is_dir():
-        return 1
-    return None
-
-
-def writable_reason(root: Path = CGROUP_ROOT) -> str | None:
-    """None when we can create cgroups here, else why not (one line)."""
-    version = detect_version(root)
-    if version is None:
-        return f"no cgroup cpu/cpuset controllers under {root}"
-    probe_parent = root if version == 2 else root / "cpu"
-    probe = probe_parent / f"{PREFIX}probe-{uuid.uuid4().hex[:8]}"
-    try:
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as exc:
-        return f"cgroup v{version} at {root} is not writable ({exc.strerror}): run as root"
-    return None
 
 
 @dataclass
@@ -303,17 +278,6 @@ class CgroupManager:
 
 
 # -- choosing cores ------------------------------------------------------------------------
-def usable_cpus() -> list[int]:
-    """CPUs this process may run on (respects a restricted shell), online ones only."""
-    allowed = set(os.sched_getaffinity(0))
-    try:
-        online = set(parse_cpu_list(_read(Path("/sys/devices/system/cpu/online"))))
-        allowed &= online
-    except OSError:
-        pass
-    return sorted(allowed)
-
-
 def cpu_topology(cpus: list[int], sysfs: Path = Path("/sys/devices/system/cpu")) -> dict[int, tuple[int, int]]:
     """cpu -> (package id, core id); unknown topology maps each cpu to its own core."""
     topo = {}

@@ -52,10 +52,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from ..scenario import CpuMode, Processor, Scenario
-from ..system import HostFacts
-from ..worker.job import WarningCode, WorkerJob, WorkerResult, make_warning
-from .base import PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
-from .cpu import CgroupError, CgroupManager, CpuLimits, limits_for, usable_cpus
+from ..host import HostFacts, host_facts, usable_cpus
+from ..warnings import WarningCode, warning
+from ..worker.job import WorkerJob, WorkerResult
+from .base import Check, PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
+from .cpu import CgroupError, CgroupManager, CpuLimits, limits_for
 from .guest import GuestAssets, cached_assets, guest_home, prepare
 from .guest.datadisk import DATA_PATH_LABEL, ensure_data_image
 
@@ -506,8 +507,6 @@ class VirtualMachine:
         return None
 
     def doctor_checks(self) -> list[Any]:
-        from ..system import Check
-
         if self.name != "VM":  # one set of VM lines is enough
             return []
         checks = [Check("kvm", kvm_situation()[0], kvm_situation()[1])]
@@ -540,8 +539,6 @@ class VirtualMachine:
             cores = limits.cpus
         else:
             cgroup_limits, cores = limits, None
-        from ..system import host_facts
-
         config = QemuConfig(
             machine=self.machine, vcpus=scenario.cores,
             memory_mib=memory_for(scenario.model_size, host_facts().memory_gib, self.extra_memory_mib),
@@ -699,10 +696,10 @@ class VirtualMachine:
         pinned = facts.get("vcpu_pinning")
         seen = facts.get("vcpu_affinity_at_worker")
         if result is not None and pinned and seen and any(seen.get(v) != [c] for v, c in pinned.items()):
-            result.warnings.append(make_warning(
+            result.warnings.append(warning(
                 WarningCode.AFFINITY_MISMATCH, f"vCPUs pinned as {pinned} but the host saw {seen}"))
         if result is not None and plan.accel == "tcg":
-            result.warnings.append(make_warning(
+            result.warnings.append(warning(
                 WarningCode.EMULATED_VM, f"emulated (TCG): not comparable with native runs ({plan.accel_reason})"))
         if outcome.status == "failed" and result is None:
             detail = "; ".join(console.errors) if console is not None and console.errors else ""

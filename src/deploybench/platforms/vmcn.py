@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..scenario import CpuMode, Scenario
-from ..system import HostFacts
+from ..host import HostFacts
 from ..worker.job import WorkerJob
 from .base import PlatformError
 from .container import Container

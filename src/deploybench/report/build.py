@@ -18,7 +18,7 @@ from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, ScaleUp,
 from ..practices import BestPractice, best_practices
 from ..recommend import Constraints, Recommendation, recommend
 from ..store import FAILED_STATUSES, RunRecord
-from ..worker.job import WARNING_HINTS, WarningCode
+from ..warnings import hint
 from . import figures as F
 
 REPORT_SCHEMA = 1
@@ -72,16 +72,11 @@ def _warnings(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         for w in r.warnings:
             entry = by_code.setdefault(w["code"], {"code": w["code"], "count": 0, "scenarios": set(),
                                                    "message": w.get("message", ""),
-                                                   "hint": w.get("hint", "")})
+                                                   "hint": hint(w["code"])})
             entry["count"] += 1
             entry["scenarios"].add(f"{r.scenario.name} · {r.scenario.app}")
     out = []
     for entry in sorted(by_code.values(), key=lambda e: -e["count"]):
-        if not entry["hint"]:
-            try:
-                entry["hint"] = WARNING_HINTS[WarningCode(entry["code"])]
-            except ValueError:
-                pass
         entry["scenarios"] = ", ".join(sorted(entry["scenarios"]))
         out.append(entry)
     return out

@@ -14,7 +14,8 @@ import traceback
 from pathlib import Path
 
 from .environment import set_thread_env
-from .job import SchemaError, WarningCode, WorkerJob, WorkerResult, make_warning
+from ..warnings import WarningCode, warning
+from .job import SchemaError, WorkerJob, WorkerResult
 
 
 def _budget(affinity: list[int], quota_cores: float | None) -> int:
@@ -84,11 +85,11 @@ def run_job(job: WorkerJob) -> WorkerResult:
             over.append({"api": "torch", "threads": torch.get_num_threads()})
         if over:
             names = ", ".join(f"{p['api']}={p['threads']}" for p in over)
-            result.warnings.append(make_warning(
+            result.warnings.append(warning(
                 WarningCode.THREADS_OVER_BUDGET,
                 f"thread pools larger than the CPU budget of {budget}: {names}"))
         if job.requests < 20:
-            result.warnings.append(make_warning(
+            result.warnings.append(warning(
                 WarningCode.FEW_SAMPLES, f"only {job.requests} requests per run"))
         result.status = "ok"
     except BaseException as exc:  # the result must say why, whatever happened

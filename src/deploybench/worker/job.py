@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -66,41 +65,6 @@ class WorkerJob:
 
     def with_(self, **changes: Any) -> "WorkerJob":
         return dataclasses.replace(self, **changes)
-
-
-class WarningCode(str, Enum):
-    """Typed warnings. Each has an actionable hint (see :data:`WARNING_HINTS`)."""
-
-    HIGH_VARIANCE = "high_variance"
-    THREADS_OVER_BUDGET = "threads_over_budget"
-    EMULATED_VM = "emulated_vm"
-    HOST_BUSY = "host_busy"
-    CGROUP_THROTTLED = "cgroup_throttled"
-    AFFINITY_MISMATCH = "affinity_mismatch"
-    FEW_SAMPLES = "few_samples"
-    CONDITION_UNMET = "condition_unmet"
-
-
-WARNING_HINTS: dict[WarningCode, str] = {
-    WarningCode.HIGH_VARIANCE: "repeat more runs or quiet the host; the CI is wide",
-    WarningCode.THREADS_OVER_BUDGET: "size thread pools to the CPU budget (OMP_NUM_THREADS, "
-    "torch.set_num_threads), not to os.cpu_count()",
-    WarningCode.EMULATED_VM: "TCG emulation: times are not comparable with native runs; use a "
-    "host where KVM works",
-    WarningCode.HOST_BUSY: "other processes used the CPU before the run; stop them or use "
-    "host_load=busy deliberately",
-    WarningCode.CGROUP_THROTTLED: "the CFS quota throttled the run; pin cores (PIN) or give "
-    "more quota",
-    WarningCode.AFFINITY_MISMATCH: "the worker did not get the cores it was given; check the "
-    "platform's cpuset",
-    WarningCode.FEW_SAMPLES: "too few requests for stable percentiles; use --requests 100 or more",
-    WarningCode.CONDITION_UNMET: "a host condition the study asked for (busy, cold cache, "
-    "throttled storage) could not be applied; run as root or change the study",
-}
-
-
-def make_warning(code: WarningCode, message: str) -> dict[str, str]:
-    return {"code": code.value, "message": message, "hint": WARNING_HINTS[code]}
 
 
 @dataclass

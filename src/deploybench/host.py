@@ -1,4 +1,5 @@
-"""Host facts, run metadata and the `doctor` checks."""
+"""Facts about the host (CPUs, memory, cgroups, tools, GPUs) and the metadata stored with every
+run. A leaf module: platforms and the doctor checks build on it, it imports none of them."""
 from __future__ import annotations
 
 import functools
@@ -7,11 +8,18 @@ import platform as _platform
 import shutil
 import subprocess
 import sys
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .scenario import ScenarioError, parse_cpu_list
+from .worker.environment import cpu_model
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: every cgroup, container, bundle and guest deploybench creates is named PREFIX + an id
+PREFIX = "deploybench-"
 
 
 def _read(path: str) -> str | None:
@@ -34,6 +42,42 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return "unknown"
+
+
+# -- cgroups and CPUs -----------------------------------------------------------------------
+def detect_version(root: Path = CGROUP_ROOT) -> int | None:
+    """2 for a pure cgroup v2 mount, 1 for v1 with cpu and cpuset controllers, else None."""
+    if (root / "cgroup.controllers").exists():
+        return 2
+    if (root / "cpu").is_dir() and (root / "cpuset").is_dir():
+        return 1
+    return None
+
+
+def writable_reason(root: Path = CGROUP_ROOT) -> str | None:
+    """None when we can create cgroups here, else why not (one line)."""
+    version = detect_version(root)
+    if version is None:
+        return f"no cgroup cpu/cpuset controllers under {root}"
+    probe_parent = root if version == 2 else root / "cpu"
+    probe = probe_parent / f"{PREFIX}probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        return f"cgroup v{version} at {root} is not writable ({exc.strerror}): run as root"
+    return None
+
+
+def usable_cpus() -> list[int]:
+    """CPUs this process may run on (respects a restricted shell), online ones only."""
+    allowed = set(os.sched_getaffinity(0))
+    try:
+        online = set(parse_cpu_list(Path("/sys/devices/system/cpu/online").read_text()))
+        allowed &= online
+    except (OSError, ScenarioError):
+        pass
+    return sorted(allowed)
 
 
 @dataclass(frozen=True)
@@ -73,9 +117,6 @@ TOOLS = ("runc", "crun", "docker", "dockerd", "podman", "qemu-system-x86_64", "f
 
 @functools.lru_cache(maxsize=1)
 def host_facts() -> HostFacts:
-    from .platforms.cpu import detect_version, usable_cpus, writable_reason
-    from .worker.environment import cpu_model
-
     cpus = usable_cpus()
     mem_kb = 0
     for line in (_read("/proc/meminfo") or "").splitlines():
@@ -114,46 +155,3 @@ def run_metadata() -> dict[str, Any]:
         "git_revision": git_revision(),
         "loadavg_1m": os.getloadavg()[0],
     }
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def doctor_checks() -> list[Check]:
-    """What this host can run and, for what it cannot, why (one line each)."""
-    from .platforms import all_platforms
-
-    facts = host_facts()
-    checks = [
-        Check("cores", True, f"{facts.cores} usable CPUs ({facts.cpu_model}), {facts.memory_gib} GiB"),
-        Check("cgroups", facts.cgroup_problem is None,
-              facts.cgroup_problem or f"cgroup v{facts.cgroup_version} writable (cpu quota and cpuset)"),
-    ]
-    for platform in all_platforms():
-        reason = platform.unavailable_reason(facts)
-        checks.append(Check(f"platform {platform.name}", reason is None, reason or "available"))
-    for extra in _extra_checks():
-        checks.append(extra)
-    checks.append(Check("gpu", bool(facts.gpus),
-                        ", ".join(facts.gpus) if facts.gpus else
-                        "no NVIDIA GPU found (nvidia-smi absent): GPU scenarios are unavailable"))
-    return checks
-
-
-def _extra_checks() -> list[Check]:
-    """Checks contributed by platform modules (runtimes, engines, KVM)."""
-    from .platforms import all_platforms
-
-    out: list[Check] = []
-    for platform in all_platforms():
-        hook = getattr(platform, "doctor_checks", None)
-        if hook is not None:
-            out += hook()
-    return out
