@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -127,27 +127,61 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def summarize_samples(samples: dict[str, Sequence[int]], run_s: float | None = None) -> dict[str, float]:
-    """One run's summary from its raw per-sample columns (all times in ms)."""
-    pre = np.asarray(samples.get("preprocess_ns", []), dtype=float) / 1e6
-    inf = np.asarray(samples.get("infer_ns", []), dtype=float) / 1e6
-    post = np.asarray(samples.get("postprocess_ns", []), dtype=float) / 1e6
-    n = int(pre.size)
+#: LoadGen scenarios whose per-request E2E includes the wait in the queue. Under Server,
+#: queries arrive on LoadGen's schedule whether or not the worker is free, so the wait
+#: (issue to start of processing) is latency the user sees. Under Offline every sample is
+#: issued at once and under SingleStream the next query waits for the previous one: there
+#: ``queue_ns`` measures the run's own progress, not latency, and E2E is the work itself.
+QUEUE_COUNTS_IN = ("Server",)
+LOADGEN_SCENARIOS = ("Offline", "SingleStream", "Server")
+
+
+def request_e2e_ms(samples: Mapping[str, Sequence[int]], loadgen_scenario: str) -> np.ndarray:
+    """Each request's E2E time in ms: pre + infer + post, plus the queue wait under Server."""
+    if loadgen_scenario not in LOADGEN_SCENARIOS:
+        raise ValueError(f"unknown LoadGen scenario {loadgen_scenario!r}; "
+                         f"expected one of {', '.join(LOADGEN_SCENARIOS)}")
+    e2e = _phase_ms(samples, "preprocess_ns") + _phase_ms(samples, "infer_ns") \
+        + _phase_ms(samples, "postprocess_ns")
+    if loadgen_scenario in QUEUE_COUNTS_IN and e2e.size:
+        queue = samples.get("queue_ns")
+        if queue is None or len(queue) != e2e.size:
+            raise ValueError("a Server run needs its per-request queue_ns column to count the "
+                             "wait in the queue; re-run it with this version of deploybench")
+        e2e = e2e + _phase_ms(samples, "queue_ns")
+    return e2e
+
+
+def _phase_ms(samples: Mapping[str, Sequence[int]], column: str) -> np.ndarray:
+    return np.asarray(samples.get(column, []), dtype=float) / 1e6
+
+
+def summarize_samples(samples: Mapping[str, Sequence[int]], loadgen_scenario: str,
+                      run_s: float | None = None) -> dict[str, float]:
+    """One run's summary from its raw per-sample columns (all times in ms).
+
+    E2E and its percentiles are :func:`request_e2e_ms`: under Server they include the wait in
+    the queue, reported as ``queue_ms`` (so that queue + pre + infer + post = E2E there);
+    the other scenarios have no ``queue_ms``.
+    """
+    e2e = request_e2e_ms(samples, loadgen_scenario)
+    n = int(e2e.size)
     if n == 0:
         return {"samples": 0}
-    e2e = pre + inf + post
     pct = percentiles(e2e)
     out = {
         "samples": n,
         "e2e_mean_ms": float(e2e.mean()),
-        "pre_ms": float(pre.mean()),
-        "infer_ms": float(inf.mean()),
-        "post_ms": float(post.mean()),
+        "pre_ms": float(_phase_ms(samples, "preprocess_ns").mean()),
+        "infer_ms": float(_phase_ms(samples, "infer_ns").mean()),
+        "post_ms": float(_phase_ms(samples, "postprocess_ns").mean()),
         "p50_ms": pct[50],
         "p90_ms": pct[90],
         "p99_ms": pct[99],
         "e2e_total_s": float(e2e.sum() / 1e3),
     }
+    if loadgen_scenario in QUEUE_COUNTS_IN:
+        out["queue_ms"] = float(_phase_ms(samples, "queue_ns").mean())
     if run_s:
         out["samples_per_s"] = n / run_s
     return out
