@@ -10,7 +10,7 @@ import numpy as np
 
 from .scenario import CpuMode, PlatformName, Processor, Scenario
 from .stats import (Difference, bootstrap_percentile_ci, coefficient_of_variation, mad_outliers,
-                    mean_ci, percentiles, welch_difference)
+                    mean_ci, percentiles, request_e2e_ms, welch_difference)
 from .store import FAILED_STATUSES, RunRecord, group_by_scenario
 from .warnings import WarningCode
 
@@ -56,6 +56,8 @@ class ScenarioSummary:
     p50_ci_ms: list[float] = field(default_factory=list)
     p90_ci_ms: list[float] = field(default_factory=list)
     p99_ci_ms: list[float] = field(default_factory=list)
+    #: the wait in LoadGen's queue, part of E2E under Server (0 for the other scenarios)
+    queue_ms: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,9 +86,8 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
             continue
         run_summaries = [r.summary for r in ok]
         run_means = [s["e2e_mean_ms"] for s in run_summaries]
-        pooled = np.concatenate([
-            (np.asarray(r.samples["preprocess_ns"], float) + np.asarray(r.samples["infer_ns"], float)
-             + np.asarray(r.samples["postprocess_ns"], float)) / 1e6 for r in ok])
+        pooled = np.concatenate([request_e2e_ms(r.samples, r.scenario.loadgen_scenario.value)
+                                 for r in ok])
         if len(ok) >= 2:
             ci, basis = mean_ci(run_means), "runs"
         else:
@@ -118,6 +119,7 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
             processor=scenario.processor.value,
             conditions=",".join(scenario.conditions), outlier_runs=outliers,
             p50_ci_ms=pct_ci[50], p90_ci_ms=pct_ci[90], p99_ci_ms=pct_ci[99],
+            queue_ms=_finite_mean([s.get("queue_ms", 0.0) for s in run_summaries]),
         ))
     out.sort(key=lambda s: (s.app, s.model_size, s.platform, s.cores, s.cpu_mode, s.processor,
                             s.conditions, s.label))
@@ -232,8 +234,7 @@ class Cell:
             return [r.summary[key] for r in self.records], "runs"
         r = self.records[0]
         if column is None:
-            vals = (np.asarray(r.samples["preprocess_ns"], float) + np.asarray(r.samples["infer_ns"], float)
-                    + np.asarray(r.samples["postprocess_ns"], float)) / 1e6
+            vals = request_e2e_ms(r.samples, r.scenario.loadgen_scenario.value)
         else:
             vals = np.asarray(r.samples[column], float) / 1e6
         return vals.tolist(), "requests"

@@ -107,7 +107,8 @@ class RunRecord:
 
     @property
     def summary(self) -> dict[str, Any]:
-        return summarize_samples(self.samples, self.timings.get("run_s"))
+        return summarize_samples(self.samples, self.scenario.loadgen_scenario.value,
+                                 self.timings.get("run_s"))
 
     @property
     def warning_codes(self) -> list[str]:

@@ -29,3 +29,15 @@ def test_scenarios_are_kept_apart():
     rows = summarize([record("BM/1/PIN/CPU"), record("BM/1/VNL/CPU"), record("BM/1/PIN/CPU", app="sr")])
     assert sorted((r.app, r.scenario) for r in rows) == [("ic", "BM/1/PIN/CPU"), ("ic", "BM/1/VNL/CPU"),
                                                           ("sr", "BM/1/PIN/CPU")]
+
+
+def test_server_rows_count_the_queue_in_e2e_and_percentiles():
+    from deploybench.scenario import LoadgenScenario, Scenario
+
+    rec = record(e2e_ms=[2.0] * 9 + [2.0])
+    rec.scenario = Scenario.parse("BM/1/PIN/CPU", app="ic").with_(loadgen_scenario=LoadgenScenario.SERVER)
+    rec.samples["queue_ns"] = [0] * 9 + [100_000_000]
+    [s] = summarize([rec])
+    assert s.e2e_mean_ms == pytest.approx(12.0) and s.queue_ms == pytest.approx(10.0)
+    assert s.p99_ms > 90
+    assert s.queue_ms + s.pre_ms + s.infer_ms + s.post_ms == pytest.approx(s.e2e_mean_ms, rel=1e-6)

@@ -1,0 +1,158 @@
+"""The decision procedure checked on simulated studies (tests/unit/simulate.py): host drift,
+launch effects, round noise and outlier rounds, raced to a decision with the default budget
+of at most 10 launch epochs (blocks per launch chosen by the planner, 3 to 8).
+
+These are the guards of the decisive-answers issue: A/A studies rarely end faster/slower,
+a true 10% difference is found, a 3% one is never called the wrong way, the selection among
+five scenarios is correct, and the CI of the paired estimate covers the truth.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from deploybench.stats import EpochPlan, Verdict, compare_rounds, plan_epoch
+
+from .simulate import LAUNCH_S, MAX_EPOCHS, ROUND_S, HostModel, SimulatedStudy, race
+
+STUDIES = 200
+
+
+def race_pair(ratio: float, seed: int, model: HostModel = HostModel(), **options) -> tuple[Verdict, int]:
+    """A study comparing A (``ratio`` x B's true time) with B, raced to its verdict."""
+    study = SimulatedStudy({"A": 15.0 * ratio, "B": 15.0}, model, seed)
+    plan = race(study, claims=[("A", "B")], **options)
+    return plan.claims[0].verdict, study.epochs
+
+
+def verdicts(ratio: float, **options) -> Counter:
+    return Counter(race_pair(ratio, seed, **options)[0] for seed in range(STUDIES))
+
+
+def test_aa_studies_rarely_end_faster_or_slower_and_mostly_end_equivalent():
+    counts = verdicts(1.0)
+    false_claims = counts[Verdict.FASTER] + counts[Verdict.SLOWER]
+    assert false_claims <= 0.05 * STUDIES  # measured: 0 of 200
+    assert counts[Verdict.EQUIVALENT] >= 0.9 * STUDIES  # measured: 195 of 200
+
+
+@pytest.mark.parametrize("ratio, expected", [(1.10, Verdict.SLOWER), (1 / 1.10, Verdict.FASTER)])
+def test_a_true_ten_percent_difference_is_found_with_the_default_budget(ratio, expected):
+    counts = verdicts(ratio)
+    assert counts[expected] >= 0.8 * STUDIES  # measured: 199 and 197 of 200
+    assert counts[Verdict.FASTER if expected is Verdict.SLOWER else Verdict.SLOWER] == 0
+
+
+def test_a_true_three_percent_difference_is_never_called_the_wrong_way():
+    counts = verdicts(1.03, margin=0.05)
+    assert counts[Verdict.FASTER] == 0
+    # equivalent (within 5%) or slower (it is): measured 142 + 22 of 200, 36 undecided
+    assert counts[Verdict.EQUIVALENT] + counts[Verdict.SLOWER] >= 0.75 * STUDIES
+
+
+def test_racing_stops_early_when_the_difference_is_large():
+    epochs = [race_pair(1.3, seed)[1] for seed in range(50)]
+    # 3 epochs are the minimum; measured: mean 3.04, one study took 5 (two outlier rounds
+    # in one launch pair of three blocks: its median was an outlier)
+    assert np.mean(epochs) < 3.5 and max(epochs) <= 6
+
+
+def test_selection_among_five_picks_one_within_the_margin_of_the_best():
+    factors = {"BM/1/PIN": 1.00, "CN/1/PIN": 1.03, "BM/1/VNL": 1.08, "CN/1/VNL": 1.15, "BM/2/PIN": 1.30}
+    true_ms = {name: 15.0 * f for name, f in factors.items()}
+    correct = decided = 0
+    for seed in range(STUDIES):
+        plan = race(SimulatedStudy(true_ms, seed=seed), list(factors))
+        correct += factors[plan.selection.best] <= 1.05
+        decided += plan.selection.decided
+    assert correct >= 0.95 * STUDIES  # measured: 200 of 200
+    assert decided >= 0.9 * STUDIES  # measured: 197 of 200
+
+
+def test_the_paired_ci_covers_the_true_ratio_about_95_percent_of_the_time():
+    """A fixed design (5 launch epochs x 3 blocks), outliers included."""
+    covered, studies = 0, 600
+    for seed in range(studies):
+        study = SimulatedStudy({"A": 15.0 * 1.1, "B": 15.0}, seed=seed)
+        for _ in range(5):
+            study.run_epoch(["A", "B"], 3)
+        low, high = compare_rounds(study.rounds, "A", "B").ci
+        covered += low <= 1.1 <= high
+    assert 0.93 <= covered / studies <= 0.97  # measured: 0.950 here, 0.955 over 1000 studies
+
+
+def test_leaving_outlier_blocks_out_keeps_the_power_the_plain_mean_loses():
+    """Why the MAD rule: with 3% of rounds 1.5-3x slow, averaging every block halves the
+    power for a true 10% difference at 5 epochs x 3 blocks; leaving the flagged blocks out
+    keeps it, at the same coverage (a per-launch-pair median does as well, but a mean of
+    the kept blocks loses nothing on clean data and names the blocks it left out)."""
+    found = {"mad": 0, "mean": 0}
+    for seed in range(300):
+        study = SimulatedStudy({"A": 16.5, "B": 15.0}, seed=seed)
+        for _ in range(5):
+            study.run_epoch(["A", "B"], 3)
+        found["mad"] += compare_rounds(study.rounds, "A", "B").p_value < 0.05
+        found["mean"] += compare_rounds(study.rounds, "A", "B", outlier_z=math.inf).p_value < 0.05
+    assert found["mad"] >= 0.9 * 300 and found["mean"] <= 0.7 * 300  # measured: 0.97 vs 0.54
+
+
+def test_clean_data_loses_almost_no_block_to_the_outlier_rule():
+    flagged = blocks = 0
+    for seed in range(200):
+        study = SimulatedStudy({"A": 15.0, "B": 15.0}, HostModel(outlier_rate=0.0), seed)
+        for _ in range(5):
+            study.run_epoch(["A", "B"], 3)
+        comparison = compare_rounds(study.rounds, "A", "B")
+        flagged, blocks = flagged + len(comparison.outliers), blocks + 15
+    assert flagged / blocks < 0.01  # measured: 0.3%
+
+
+def test_the_plan_is_a_function_of_the_stored_rounds_so_a_resumed_sweep_plans_the_same():
+    names = ["A", "B", "C"]
+    study = SimulatedStudy({"A": 15.0, "B": 15.6, "C": 19.0}, seed=7)
+    plans, cuts = [], []
+    while True:
+        plan = plan_epoch(study.rounds, names, launch_s=LAUNCH_S, round_s=ROUND_S)
+        plans.append(plan.to_json())
+        assert EpochPlan.from_json(plans[-1]).to_json() == plans[-1]
+        cuts.append(len(study.rounds))
+        if plan.done or study.epochs >= MAX_EPOCHS:
+            break
+        study.run_epoch(plan.active, plan.blocks_per_launch)
+    assert len(plans) >= 4
+    # later: only the stored rounds are left (in another order, as a store may return them)
+    for cut, expected in zip(cuts, plans):
+        stored = sorted(study.rounds[:cut], key=lambda r: (r.scenario, r.launch, r.block))
+        assert plan_epoch(stored, names, launch_s=LAUNCH_S, round_s=ROUND_S).to_json() == expected
+
+
+def test_more_blocks_per_launch_when_launches_hardly_differ():
+    def planned(model: HostModel) -> int:
+        study = SimulatedStudy({"A": 15.0 * 1.01, "B": 15.0}, model, seed=3)
+        for _ in range(3):
+            study.run_epoch(["A", "B"], 3)
+        plan = plan_epoch(study.rounds, [], [("A", "B")], launch_s=LAUNCH_S, round_s=ROUND_S,
+                          margin=0.01)  # a difference on the margin: still pending
+        assert not plan.done
+        return plan.blocks_per_launch
+    assert planned(HostModel(launch_sd=0.0005, outlier_rate=0.0)) > planned(HostModel(launch_sd=0.05))
+
+
+def test_undecided_pairs_come_with_an_outlook_in_epochs_and_blocks():
+    study = SimulatedStudy({"A": 15.0 * 1.03, "B": 15.0}, seed=11)
+    bases = []
+    for _ in range(MAX_EPOCHS):
+        study.run_epoch(["A", "B"], 3)
+        plan = plan_epoch(study.rounds, [], [("A", "B")], launch_s=LAUNCH_S, round_s=ROUND_S)
+        if plan.done:
+            break
+        [o] = plan.outlooks
+        bases.append(o.basis)
+        if study.epochs == 1:  # no variance between launch pairs yet: only the minimum
+            assert (o.basis, o.more_epochs) == ("minimum", 2)
+        if o.more_epochs is not None:
+            assert o.more_blocks == o.more_epochs * plan.blocks_per_launch
+    assert plan.done and "projected" in bases  # measured: decided equivalent after 6 epochs
