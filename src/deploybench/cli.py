@@ -17,6 +17,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 DB_OPTION = typer.Option("deploybench.db", "--db", help="result store (SQLite file)")
 
 
+@app.callback()
+def reap_first() -> None:
+    """Every command starts by reaping what dead deploybench processes left running."""
+    from .platforms.ledger import reap_dead
+
+    try:
+        for reaped in reap_dead():
+            typer.echo(reaped.describe(), err=True)
+    except OSError as exc:  # an unreadable ledger must not stop the command
+        typer.echo(f"warning: could not read the sessions ledger: {exc}", err=True)
+
+
+def refuse_concurrent(allow: bool) -> None:
+    """A measurement never runs silently beside another one on this host."""
+    from .platforms.base import PlatformError
+    from .platforms.ledger import Ledger
+
+    others = Ledger().live_others()
+    if others and not allow:
+        first = others[0]
+        raise PlatformError(f"another deploybench session is measuring on this host: {first.platform} "
+                            f"{first.describe()}{f' and {len(others) - 1} more' if len(others) > 1 else ''}: "
+                            "wait for it, or pass --allow-concurrent (its runs get a concurrent_run warning)")
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
     from .export import ExportError
@@ -71,7 +96,7 @@ def print_table(summaries: list[Any]) -> None:
     for s in summaries:
         ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
         basis = "" if s.ci_basis == "runs" else "*"
-        name = s.scenario + (f" {getattr(s, 'conditions', '')}" if getattr(s, "conditions", "") else "")
+        name = s.scenario + (f" {s.conditions}" if s.conditions else "")
         if s.accel not in ("native", "kvm"):
             name += f" ({s.accel.upper()})"  # emulated: never to be read as a native figure
         table.add_row(name, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
@@ -112,7 +137,7 @@ def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[
             raise PlatformError(f"{scenario.name}: platform {scenario.platform.value} is not available in this version")
         platform = create_platform(scenario.platform, options)
         reason = platform.unavailable_reason(facts)
-        if reason is None and hasattr(platform, "scenario_problem"):
+        if reason is None:
             reason = platform.scenario_problem(scenario, facts)
         if reason:
             raise PlatformError(f"{scenario.name} cannot run here: {reason}")
@@ -127,15 +152,19 @@ def run(
     app_name: str = typer.Option("ic", "--app", help="ic, nlp, ..., or module:Class for your own app (on PYTHONPATH)"),
     model_size: Optional[str] = typer.Option(None, "--model-size", help="model size (default: the app's paper-like size)"),
     backend: Optional[str] = typer.Option(None, "--backend", help="inference backend: torch or onnxruntime (default: the app's first)"),
-    requests: int = typer.Option(32, "--requests", min=1, help="requests per run"),
-    repeat: int = typer.Option(1, "--repeat", min=1, help="runs per scenario (interleaved)"),
+    requests: int = typer.Option(32, "--requests", min=1, help="requests per round"),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="rounds per scenario (stored runs), interleaved in blocks"),
+    launches: Optional[int] = typer.Option(None, "--launches", min=1, help="independent launches the rounds are spread over (default: min(repeat, 3))"),
+    fresh: bool = typer.Option(False, "--fresh", help="a fresh launch for every round (--launches = --repeat)"),
+    warmup: int = typer.Option(0, "--warmup", min=0, help="warm-up rounds per launch (stored as warmup, never averaged)"),
     loadgen_scenario: str = typer.Option("Offline", "--loadgen-scenario", help="Offline, SingleStream or Server"),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
     inference_only: bool = typer.Option(False, "--inference-only", help="time the model only (DLBS-style)"),
     target_qps: float = typer.Option(10.0, "--target-qps", help="Server scenario arrival rate"),
     data_count: int = typer.Option(64, "--data-count", min=1, help="input files in the data set"),
+    seed: int = typer.Option(0, "--seed", help="the data set and the order of rounds in each block"),
     cpus: Optional[str] = typer.Option(None, "--cpus", help="cores for PIN scenarios, e.g. 2,3"),
-    timeout: float = typer.Option(900.0, "--timeout", help="seconds before a run is killed"),
+    timeout: float = typer.Option(900.0, "--timeout", help="seconds before a launch or a round is killed"),
     db: Path = DB_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print the summaries as JSON"),
     accel: str = typer.Option("auto", "--accel", help="VM accelerator: auto (KVM if a boot probe works), kvm, tcg"),
@@ -143,18 +172,17 @@ def run(
     initrd: Optional[str] = typer.Option(None, "--initrd", help="guest initramfs for VM/MVM/VMCN (with --kernel)"),
     runtime: str = typer.Option("runc", "--runtime", help="OCI runtime for CN: runc or crun"),
     engine: Optional[str] = typer.Option(None, "--engine", help="CN through an engine: docker or podman (default: the runtime directly)"),
+    allow_concurrent: bool = typer.Option(False, "--allow-concurrent", help="measure even while another deploybench session is live here"),
 ) -> None:
-    """Run scenarios now and store every run."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run scenarios now: --repeat rounds each, over --launches warm launches, in blocks."""
     from .apps import resolve_app_class
     from .apps.base import AppError
     from .datasets.cache import ensure_data
+    from .execute import BlockSet, Contender, RunSettings, run_block_set
     from .findings import summarize
     from .platforms.base import PlatformOptions
     from .scenario import parse_cpu_list
     from .store import Store
-    from .sweep import RunSettings, run_and_store
 
     app_cls = resolve_app_class(app_name)
     size = model_size or app_cls.sizes[0]
@@ -171,31 +199,43 @@ def run(
                               accel=accel, kernel=kernel, initrd=initrd,
                               runtime=runtime, engine=engine)
     planned = _validate(scenarios, workload, options)
+    n_launches = repeat if fresh else min(launches or min(repeat, 3), repeat)
+    refuse_concurrent(allow_concurrent)
     store = Store(db)
-    data_dir = ensure_data(app_cls(), data_count, 0)
-    settings = RunSettings(timeout_s=timeout, server_target_qps=target_qps)
+    data_dir = ensure_data(app_cls(), data_count, seed)
+    settings = RunSettings(timeout_s=timeout, server_target_qps=target_qps, seed=seed)
+    contenders = tuple(Contender(s, p, data_dir, settings) for s, p in planned)
+    per_launch = [repeat // n_launches + (1 if i < repeat % n_launches else 0) for i in range(n_launches)]
     records = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=True, disable=as_json) as progress:
-        task = progress.add_task("running", total=len(planned) * repeat)
-        for rep in range(repeat):
-            for scenario, platform in planned:
-                progress.update(task, description=f"{scenario.name} {scenario.app} #{rep + 1}")
-                record = run_and_store(scenario, platform, store, data_dir=data_dir,
-                                       settings=settings, repetition=rep)
-                records.append(record)
-                if record.status != "ok":
-                    progress.console.print(f"[red]{scenario.name} {record.status}[/red]: {record.error}")
-                progress.advance(task)
-    summaries = summarize(records)
+
+    def on_run(contender: Any, record: Any) -> None:
+        records.append(record)
+        _print_run(record)
+
+    for epoch, blocks in enumerate(per_launch):
+        run_block_set(BlockSet(contenders, blocks=blocks, warmup_rounds=warmup, epoch=epoch,
+                               seed=seed, allow_concurrent=allow_concurrent),
+                      store.add, on_run=on_run)
+    measured = [r for r in records if r.status != "warmup"]
+    summaries = summarize(measured)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
     elif summaries:
         print_table(summaries)
-    failed = [r for r in records if r.status != "ok"]
+    failed = [r for r in measured if r.status != "ok"]
     if failed:
-        typer.echo(f"{len(failed)} of {len(records)} runs failed (stored with their reasons)", err=True)
+        typer.echo(f"{len(failed)} of {len(measured)} runs failed (stored with their reasons)", err=True)
         raise typer.Exit(1)
+
+
+def _print_run(record: Any) -> None:
+    """One line per finished round, on a terminal or not (to stderr: stdout stays JSON)."""
+    mean = record.summary.get("e2e_mean_ms")
+    what = f"E2E {mean:.2f} ms" if mean is not None else (record.error or "")
+    warn = f"  [{' '.join(record.warning_codes)}]" if record.warning_codes else ""
+    where = f"launch {record.launch_id[:6]} round {record.launch_round}" if record.launch_id else "launch failed"
+    typer.echo(f"{record.scenario.label}  {record.status:<7} {record.finished_at - record.started_at:5.2f} s  "
+               f"{where}  {what}{warn}", err=True)
 
 
 @app.command()
@@ -235,7 +275,7 @@ def show(
 def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[str] = None) -> None:
     """Outlier runs (MAD, reported not dropped) and why each study scenario stopped."""
     for s in summaries:
-        for o in getattr(s, "outlier_runs", []):
+        for o in s.outlier_runs:
             typer.echo(f"outlier run: {s.label} run #{o['repetition']} ({o['run_id'][:8]}) "
                        f"mean {o['e2e_mean_ms']:.2f} ms (kept in the mean)")
     stops = store.stops(study)
@@ -257,36 +297,41 @@ def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[
 def sweep(
     study_path: Path = typer.Argument(..., metavar="STUDY.toml", help="a study file (see studies/)"),
     db: Path = DB_OPTION,
-    plan: bool = typer.Option(False, "--plan", help="print the scenarios, skips and an estimated "
-                              "duration; run nothing"),
+    plan: bool = typer.Option(False, "--plan", help="print the groups, skips, the budget and an "
+                              "estimated duration; run nothing"),
+    budget: Optional[str] = typer.Option(None, "--budget", help="wall time for the whole sweep, e.g. "
+                                         "10m, 1h, 90s; undecided pairs are reported when it runs out"),
     runtime: str = typer.Option("runc", "--runtime", help="OCI runtime for CN/VMCN: runc or crun"),
     accel: str = typer.Option("auto", "--accel", help="VM accelerator: auto (KVM when a boot probe "
                               "shows it works, else TCG), kvm or tcg"),
+    allow_concurrent: bool = typer.Option(False, "--allow-concurrent", help="measure even while another deploybench session is live here"),
 ) -> None:
-    """Run a study: its scenario matrix, repeated adaptively until each mean is known to the
-    target precision. Interrupted? Run it again with the same --db: only what is missing runs."""
+    """Run a study: each group of compared scenarios in interleaved blocks of warm sessions,
+    racing until every decision is made or the budget is spent. Interrupted? Run it again
+    with the same --db: only what is missing runs."""
     import time
 
     from .apps import create_app
     from .datasets.cache import ensure_data
     from .findings import summarize
-    from .planning import format_duration, plan_lines, plan_study, vms_native
+    from .host import host_facts
+    from .planning import format_duration, parse_duration, plan_lines, plan_study, vms_native
+    from .platforms.base import PlatformOptions
     from .store import Store
     from .study import load_study
-    from .sweep import run_sweep
-    from .host import host_facts
+    from .sweep import run_sweep, undecided_text
 
-    from .platforms.base import PlatformOptions
-
+    budget_s = parse_duration(budget) if budget else None
     study = load_study(study_path)
     options = PlatformOptions(runtime=runtime, accel=accel)
     kvm = vms_native(host_facts(), options)
     planned = plan_study(study, host_facts(), kvm=kvm, options=options)
     store = Store(db) if (not plan or db.exists()) else None
-    lines, low, high = plan_lines(study, planned, store, kvm=kvm)
+    lines, low, high = plan_lines(study, planned, store, kvm=kvm, budget_s=budget_s)
     if plan:
         typer.echo("\n".join(lines))
         return
+    refuse_concurrent(allow_concurrent)
     typer.echo(lines[0])
     typer.echo(lines[-1])
     for app_name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
@@ -299,34 +344,40 @@ def sweep(
         typer.echo(f"skip {n} scenario{'s' if n > 1 else ''}: {reason} (--plan lists them)")
     count = [0]
     began = time.time()
+    labels = {p.key: p.scenario.label for p in planned}
 
     def on_run(p: Any, record: Any) -> None:
         count[0] += 1
         mean = record.summary.get("e2e_mean_ms")
         what = f"E2E {mean:.2f} ms" if mean is not None else (record.error or "")
         warn = f"  [{' '.join(record.warning_codes)}]" if record.warning_codes else ""
+        where = (f"e{record.repetition} r{record.launch_round}" if record.launch_id else f"e{record.repetition} launch")
         typer.echo(f"[{count[0]:>3} {format_duration(time.time() - began):>7}] {p.scenario.label} "
-                   f"#{record.repetition} {record.status:<7} {record.finished_at - record.started_at:5.1f} s  "
+                   f"{where} {record.status:<7} {record.finished_at - record.started_at:5.2f} s  "
                    f"{what}{warn}")
+
+    def on_epoch(group: Any, gplan: Any, epoch: int) -> None:
+        typer.echo(f"epoch {epoch + 1} of {group.label}: {len(gplan.active)} scenarios x "
+                   f"{gplan.blocks} blocks; {len(gplan.pending)} pending decision(s)")
 
     def on_stop(p: Any, decision: Any) -> None:
         if decision.reason != "skipped":
             typer.echo(f"stop {p.scenario.label}: {decision.reason} ({decision.detail})")
-        if decision.reason in ("max_runs", "time_budget") and (
-                decision.rel_ci is None or decision.rel_ci > p.rule.target_rel_ci):
-            from .warnings import WarningCode, hint
 
-            fix = hint(WarningCode.HIGH_VARIANCE)
-            typer.echo(f"  warning high_variance: the target ±{p.rule.target_rel_ci:.1%} was not "
-                       f"reached; {fix}")
-
-    decisions = run_sweep(planned, store, study=study.name, seed=study.seed, on_run=on_run,
+    decisions = run_sweep(planned, store, study=study.name, seed=study.seed, budget_s=budget_s,
+                          allow_concurrent=allow_concurrent, on_run=on_run, on_epoch=on_epoch,
                           on_stop=on_stop)
     records = store.runs(study=study.name)
     summaries = summarize(records)
     if summaries:
         print_table(summaries)
     _print_outliers_and_stops(summaries, store, study.name)
+    from .sweep import group_state, make_groups, plan_group
+
+    for group in make_groups(planned):
+        gplan = plan_group(group, group_state(group, store.study_runs(study.name)))
+        for line in undecided_text(gplan, labels):
+            typer.echo(f"undecided: {line}")
     ran = [d for d in decisions.values() if d.reason != "skipped"]
     typer.echo(f"sweep {study.name}: {len(ran)} scenarios done, "
                f"{len(decisions) - len(ran)} skipped, {count[0]} runs this time, "
@@ -338,19 +389,35 @@ def sweep(
 
 @app.command()
 @friendly
-def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
-    """What this host can run (cgroups, KVM, runtimes, GPU) and, for what it cannot, why."""
+def doctor(as_json: bool = typer.Option(False, "--json"),
+           clean: bool = typer.Option(False, "--clean", help="remove stray deploybench cgroups, "
+                                      "containers, guests and folders that no live session owns")) -> None:
+    """What this host can run (cgroups, KVM, runtimes, GPU) and, for what it cannot, why; and
+    anything deploybench left running that no live session owns."""
     from .doctor import doctor_checks
     from .host import host_facts
+    from .platforms.ledger import clean as clean_strays, strays
 
     checks = doctor_checks()
+    found = strays()
     if as_json:
         typer.echo(json.dumps({"host": host_facts().to_json(),
-                               "checks": [c.to_json() for c in checks]}, indent=1))
-        return
-    for check in checks:
-        mark = "ok " if check.ok else "no "
-        typer.echo(f"{mark} {check.name:<22} {check.detail}")
+                               "checks": [c.to_json() for c in checks],
+                               "strays": found.lines()}, indent=1))
+    else:
+        for check in checks:
+            mark = "ok " if check.ok else "no "
+            typer.echo(f"{mark} {check.name:<22} {check.detail}")
+        if found.empty:
+            typer.echo(f"ok  {'strays':<22} nothing of deploybench's runs without a live session")
+        else:
+            typer.echo(f"no  {'strays':<22} {len(found.lines())} left by earlier runs: "
+                       + "; ".join(found.lines()[:6]) + (" ..." if len(found.lines()) > 6 else "")
+                       + ("" if clean else " (`deploybench doctor --clean` removes them)"))
+    if clean and not found.empty:
+        problems = clean_strays(found)
+        typer.echo(f"removed {len(found.lines()) - len(problems)} stray(s)"
+                   + (f"; could not remove: {'; '.join(problems)}" if problems else ""), err=True)
 
 
 @app.command()

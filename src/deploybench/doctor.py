@@ -16,22 +16,13 @@ def doctor_checks() -> list[Check]:
         Check("cgroups", facts.cgroup_problem is None,
               facts.cgroup_problem or f"cgroup v{facts.cgroup_version} writable (cpu quota and cpuset)"),
     ]
-    for platform in all_platforms():
+    platforms = all_platforms()
+    for platform in platforms:
         reason = platform.unavailable_reason(facts)
         checks.append(Check(f"platform {platform.name}", reason is None, reason or "available"))
-    for extra in _extra_checks():
-        checks.append(extra)
+    for platform in platforms:
+        checks += platform.doctor_checks()
     checks.append(Check("gpu", bool(facts.gpus),
                         ", ".join(facts.gpus) if facts.gpus else
                         "no NVIDIA GPU found (nvidia-smi absent): GPU scenarios are unavailable"))
     return checks
-
-
-def _extra_checks() -> list[Check]:
-    """Checks contributed by platform modules (runtimes, engines, KVM)."""
-    out: list[Check] = []
-    for platform in all_platforms():
-        hook = getattr(platform, "doctor_checks", None)
-        if hook is not None:
-            out += hook()
-    return out

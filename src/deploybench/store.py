@@ -49,7 +49,11 @@ CREATE TABLE IF NOT EXISTS runs (
     loadgen_json TEXT NOT NULL,
     timings_json TEXT NOT NULL,
     warnings_json TEXT NOT NULL,
-    console_tail TEXT
+    console_tail TEXT,
+    launch_id TEXT,
+    launch_round INTEGER,
+    block_id TEXT,
+    block_pos INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_scenario ON runs (scenario_key);
 CREATE TABLE IF NOT EXISTS stops (
@@ -104,6 +108,10 @@ class RunRecord:
     warnings: list[dict[str, str]] = field(default_factory=list)
     samples: dict[str, list[Any]] = field(default_factory=dict)
     console_tail: str = ""
+    launch_id: str | None = None  # the platform launch (session) the round was measured in
+    launch_round: int | None = None  # 1-based round number within that launch
+    block_id: str | None = None  # the comparison block it belongs to
+    block_pos: int | None = None  # its position in the block's random order
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -165,14 +173,15 @@ class Store:
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (record.run_id, record.run_key, record.study, record.repetition,
                  record.scenario.name, record.scenario.app, record.scenario.key,
                  _dumps(record.scenario.to_json()), record.status, record.error,
                  record.started_at, record.finished_at, record.host.get("host"),
                  _dumps(summary), _dumps(record.host), _dumps(record.platform),
                  _dumps(record.environment), _dumps(record.metadata), _dumps(record.loadgen),
-                 _dumps(record.timings), _dumps(record.warnings), record.console_tail),
+                 _dumps(record.timings), _dumps(record.warnings), record.console_tail,
+                 record.launch_id, record.launch_round, record.block_id, record.block_pos),
             )
             self.db.executemany(
                 "INSERT INTO samples (run_id, seq, sample_id, sample_index, preprocess_ns, "
@@ -261,13 +270,19 @@ class Store:
             timings=json.loads(row["timings_json"]),
             warnings=json.loads(row["warnings_json"]),
             console_tail=row["console_tail"] or "",
+            launch_id=row.get("launch_id"),
+            launch_round=row.get("launch_round"),
+            block_id=row.get("block_id"),
+            block_pos=row.get("block_pos"),
         )
 
     def study_runs(self, study: str) -> list[dict[str, Any]]:
         """A study's runs without samples, as light rows (for resuming and stopping rules):
-        run_key, scenario_key, repetition, status, error, started_at, finished_at, summary."""
+        run_key, scenario_key, repetition, status, error, started_at, finished_at, launch_id,
+        launch_round, block_id, block_pos, host, summary."""
         cur = self.db.execute(
             "SELECT run_key, scenario_key, repetition, status, error, started_at, finished_at, "
+            "launch_id, launch_round, block_id, block_pos, host, "
             "summary_json FROM runs WHERE study=? ORDER BY started_at, run_id", (study,))
         names = [d[0] for d in cur.description]
         rows = []

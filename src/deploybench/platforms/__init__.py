@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from ..scenario import PlatformName
-from .base import Platform, PlatformError, PlatformOptions, RunOutcome
+from .base import (LaunchError, Platform, PlatformError, PlatformOptions, PlatformSession, RunOutcome,
+                   SessionSetup)
 
 _PLATFORMS: dict[PlatformName, str] = {
     PlatformName.BM: "deploybench.platforms.baremetal:BareMetal",
@@ -28,14 +28,14 @@ def create_platform(name: PlatformName, options: PlatformOptions | None = None) 
     return platform_class(name)(options)
 
 
-def all_platforms() -> list[Any]:
+def all_platforms(options: PlatformOptions | None = None) -> list[Platform]:
     """An instance of every platform this version knows (for doctor and planning)."""
-    return [platform_class(name)() for name in PlatformName if name in _PLATFORMS]
+    return [platform_class(name)(options) for name in PlatformName if name in _PLATFORMS]
 
 
 def implemented(name: PlatformName) -> bool:
     return name in _PLATFORMS
 
 
-__all__ = ["Platform", "PlatformError", "PlatformOptions", "RunOutcome", "all_platforms", "create_platform",
-           "implemented", "platform_class"]
+__all__ = ["LaunchError", "Platform", "PlatformError", "PlatformOptions", "PlatformSession", "RunOutcome",
+           "SessionSetup", "all_platforms", "create_platform", "implemented", "platform_class"]

@@ -73,7 +73,8 @@ class WorkerResult:
 
     ``samples`` holds raw per-sample columns (lists of equal length): ``sample_index``,
     ``preprocess_ns``, ``infer_ns`` (the sample's share of its batch), ``postprocess_ns``,
-    ``batch`` (batch number), ``queue_ns`` (issue to start of processing) and ``done_ns``
+    ``batch`` (batch number), ``queue_ns`` (the rest of the request's latency: issue to start,
+    and waiting for the other requests of its batch) and ``done_ns``
     (completion, relative to the start of the test).
     """
 
