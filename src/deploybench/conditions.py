@@ -51,20 +51,6 @@ def _cpu_times(path: Path = PROC_STAT) -> tuple[int, int]:
     return idle, sum(fields[:8])
 
 
-def cpu_busy_fraction(seconds: float = 0.5, path: Path = PROC_STAT) -> float | None:
-    """Share of the host's CPU capacity in use during ``seconds`` (None if unreadable)."""
-    try:
-        idle0, total0 = _cpu_times(path)
-        time.sleep(seconds)
-        idle1, total1 = _cpu_times(path)
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    if total <= 0:
-        return 0.0
-    return max(0.0, min(1.0, 1 - (idle1 - idle0) / total))
-
-
 # -- page cache ------------------------------------------------------------------------------
 def drop_page_cache(path: Path = DROP_CACHES) -> tuple[bool, str | None]:
     """``sync; echo 3 > drop_caches``. Returns (dropped, why not)."""

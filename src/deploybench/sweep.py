@@ -190,6 +190,7 @@ class GroupState:
     round_s: dict[str, float]
     failures_in_a_row: dict[str, int]
     measured: dict[str, int]
+    last_error: dict[str, str] = field(default_factory=dict)
 
 
 def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
@@ -200,6 +201,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
     spent: dict[tuple[int, str], tuple[float, float]] = {}
     failures_in_a_row: dict[str, int] = {k: 0 for k in keys}
     measured: dict[str, int] = {k: 0 for k in keys}
+    last_error: dict[str, str] = {}
     latencies: dict[str, list[float]] = {}
     durations: dict[str, list[float]] = {}
     for r in sorted(mine, key=lambda r: r["started_at"]):
@@ -210,6 +212,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
             spent[(int(r["repetition"]), "")] = (min(lo, r["started_at"]), max(hi, r["finished_at"]))
         if r["status"] in FAILED_STATUSES:
             failures_in_a_row[key] += 1
+            last_error[key] = r.get("error") or ""
         elif r["status"] in ("ok", "warmup"):
             failures_in_a_row[key] = 0
         if r["status"] == "ok":
@@ -226,7 +229,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
         round_s[key] = float(sum(durations[key]) / len(durations[key])) if durations.get(key) else DEFAULT_ROUND_S
     spent_s = sum(hi - lo for lo, hi in spent.values() if hi > lo)
     return GroupState(rounds, max(epochs) + 1 if epochs else 0, spent_s, launch_s, round_s,
-                      failures_in_a_row, measured)
+                      failures_in_a_row, measured, last_error)
 
 
 @dataclass
@@ -265,7 +268,7 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
         active |= set(plan.active)
         pending += list(plan.pending)
         outlooks += list(plan.outlooks)
-    involved = {k for sel in selections_keys for k in sel} | {k for pair in claims for k in pair}
+    involved = {k for sel in selections_keys if len(sel) >= 2 for k in sel} | {k for pair in claims for k in pair}
     # a scenario compared with nothing still needs its own CI (or its budget of launches)
     for key in usable:
         if key in involved:
@@ -298,14 +301,15 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
 def undecided_text(plan: GroupPlan, labels: dict[str, str]) -> list[str]:
     """One line per pending pair: what it is, and about how much more would decide it."""
     out = []
-    by_pair = {(o.a, o.b): o for o in plan.outlooks} if plan.outlooks and hasattr(plan.outlooks[0], "a") else {}
+    by_pair = {(o.a, o.b): o for o in plan.outlooks}
     for a, b in plan.pending:
         o = by_pair.get((a, b)) or by_pair.get((b, a))
         more = ""
         if o is not None and o.more_epochs is not None:
-            more = f"; about {o.more_epochs} more launch epoch(s) ({o.more_blocks} blocks) would decide it"
+            more = (f"; about {o.more_epochs} more launch epoch(s) ({o.more_blocks} blocks) would "
+                    f"decide it ({o.basis})")
         elif o is not None:
-            more = "; out of reach at this noise (the difference is about the margin)"
+            more = f"; {o.basis}"
         out.append(f"{labels.get(a, a)} vs {labels.get(b, b)}: undecided{more}")
     return out
 
@@ -359,16 +363,19 @@ def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store
     for m in group.members:
         own = [r for r in state.rounds if r.scenario == m.key]
         ci = stats.scenario_ci(own)
-        mean = ci.mean_ms if ci.n_rounds else None
-        rel = ci.relative if ci.n_launches >= 2 else None
-        if plan.stop == "decided":
-            reason, detail = "decided", plan.dropped.get(m.key, plan.detail)
-        elif m.key in plan.dropped and m.key not in plan.active:
-            reason = "failing" if plan.dropped[m.key].startswith("launch failed") else "dropped"
-            detail = plan.dropped[m.key]
+        mean = ci.mean_ms if ci.rounds else None
+        rel = ci.relative if ci.launches >= 2 else None
+        why = plan.dropped.get(m.key, "")
+        if why.startswith("launch failed"):
+            last = state.last_error.get(m.key)
+            reason, detail = "failing", why + (f", last: {last}" if last else "")
+        elif plan.stop == "decided":
+            reason, detail = "decided", why or plan.detail
+        elif why and m.key not in plan.active:
+            reason, detail = "dropped", why
         else:
             reason, detail = plan.stop or "decided", plan.detail
-        detail = f"{detail}; {state.measured.get(m.key, 0)} rounds in {ci.n_launches} launches"
+        detail = f"{detail}; {state.measured.get(m.key, 0)} rounds in {ci.launches} launches"
         decision = StopDecision(reason, detail, state.measured.get(m.key, 0), mean, rel)
         decisions[m.key] = decision
         store.record_stop(study, m.scenario, reason, detail, decision.runs)

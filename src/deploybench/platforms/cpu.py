@@ -189,17 +189,10 @@ class RunCgroup:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for name, value in (("freezer", "THAWED"),):
-            if name in self.dirs:
-                try:
-                    (self.dirs[name] / "freezer.state").write_text(value)
-                except OSError:
-                    pass
-        if self.version == 2:
-            try:
-                (self.dirs["unified"] / "cgroup.freeze").write_text("0")
-            except OSError:
-                pass
+        from .ledger import thaw
+
+        for d in dict.fromkeys(self.dirs.values()):
+            thaw(d)
 
     def remove(self, timeout_s: float = 10.0) -> None:
         """Kill what is left inside and remove the directories. Idempotent."""

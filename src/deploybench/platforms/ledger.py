@@ -191,10 +191,12 @@ class LedgerHandle:
 def thaw(directory: Path) -> None:
     """Thaw a frozen cgroup (v1 freezer or v2 cgroup.freeze): a frozen task does not die."""
     for name, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
-        try:
-            (directory / name).write_text(value)
-        except OSError:
-            pass
+        path = directory / name
+        if path.exists():  # never create it: in a plain folder that would be a new file
+            try:
+                path.write_text(value)
+            except OSError:
+                pass
 
 
 def _pids(directory: Path) -> list[int]:

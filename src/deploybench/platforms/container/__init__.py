@@ -80,7 +80,7 @@ def cgroup_dirs_named(name: str, root: Path = CGROUP_ROOT) -> list[Path]:
         hierarchies = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
     except OSError:
         hierarchies = []
-    return [h / name for h in [root, *hierarchies] if (h / "cgroup.procs").exists()]
+    return [h / name for h in [root, *hierarchies]]
 
 
 def remove_cgroup_dirs(name: str, root: Path = CGROUP_ROOT) -> list[Path]:
