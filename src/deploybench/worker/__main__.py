@@ -112,6 +112,8 @@ def run_round(loaded: Loaded, job: WorkerJob) -> WorkerResult:
         problem = mismatch(loaded, job)
         if problem:
             raise ValueError(problem)
+        if job.debug_hang_s:  # test hook: a round that hangs
+            time.sleep(job.debug_hang_s)
         affinity = sorted(os.sched_getaffinity(0))
         limits = env.cgroup_limits()
         torch = loaded.torch

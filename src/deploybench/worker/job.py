@@ -39,7 +39,8 @@ class WorkerJob:
     run_id: str = ""
     git_revision: str = ""
     log_dir: str = ""  # LoadGen logs; default: next to the result
-    #: test hook: seconds to sleep before loading (simulates a hung guest/worker)
+    #: test hook: seconds to sleep before loading (a prototype job: a hung launch) or before
+    #: the round (a round's job: a hung round)
     debug_hang_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
