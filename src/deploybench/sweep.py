@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -40,7 +41,7 @@ from .datasets.cache import home
 from .platforms.base import Platform, PlatformError, RunOutcome
 from .scenario import CpuMode, HostLoad, Processor, Scenario
 from .stats import mean_ci
-from .store import FAILED_STATUSES, RunRecord, Store, StoreError
+from .store import FAILED_STATUSES, RunRecord, Store, StoreError, UnsavedRunError
 from .host import git_revision, host_facts, run_metadata
 from .warnings import WarningCode, warning
 from .worker.job import WorkerJob
@@ -202,16 +203,31 @@ def run_one(scenario: Scenario, platform: Platform, *, data_dir: Path,
 
 
 def run_and_store(scenario: Scenario, platform: Platform, store: Store, **kwargs: Any) -> RunRecord:
-    """`run_one`, then store the record, also when the run was interrupted."""
+    """`run_one`, then store the record, also when the run was interrupted.
+
+    A run the store cannot take (disk full, permissions changed) is saved whole to a
+    recovery file and UnsavedRunError says where: the command stops there, since every
+    later run would meet the same store."""
     try:
         record = run_one(scenario, platform, **kwargs)
     except KeyboardInterrupt as exc:
         record = getattr(exc, "record", None)
         if record is not None:
-            store.add(record)
+            saved = store.add_or_recover(record)
+            if saved is not None:
+                print(unsaved_message(record, store, saved), file=sys.stderr)
         raise
-    store.add(record)
+    saved = store.add_or_recover(record)
+    if saved is not None:
+        raise UnsavedRunError(unsaved_message(record, store, saved), record, saved)
     return record
+
+
+def unsaved_message(record: RunRecord, store: Store, saved: Path) -> str:
+    """One line: which run could not be stored, where it is, and how to add it later."""
+    return (f"run {record.scenario.label} ({record.status}) could not be stored in {store.path}; "
+            f"its full record is saved in {saved}: once the store can be written, add it with "
+            f"`deploybench import {saved}`")
 
 
 def run_repeated(scenarios: Sequence[tuple[Scenario, Platform, Path]], store: Store, *,
@@ -379,6 +395,8 @@ def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, s
                                        settings=p.settings, run_key=run_key(study, p.scenario, index),
                                        study=study, repetition=index,
                                        warmup=index < p.rule.warmup_runs)
+            except UnsavedRunError:
+                raise
             except StoreError:  # another sweep on this db stored the slot first
                 rows = load_rows()
                 continue
