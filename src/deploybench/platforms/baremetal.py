@@ -13,7 +13,8 @@ from typing import ClassVar
 from ..scenario import CpuMode, Processor, Scenario
 from ..host import HostFacts
 from ..worker.job import WorkerJob
-from .base import PlatformError, PlatformOptions, RunOutcome, outcome_from, run_process, worker_env
+from .base import (Check, PlatformError, PlatformOptions, RunOutcome, availability_check, outcome_from,
+                   run_process, worker_env)
 from .cpu import CgroupError, CgroupManager, limits_for
 
 
@@ -42,6 +43,9 @@ class BareMetal:
     def scenario_problem(self, scenario: Scenario, host: HostFacts) -> str | None:
         """Why this platform cannot run this particular scenario here (None = it can)."""
         return gpu_reason(scenario, host)
+
+    def doctor_checks(self, host: HostFacts) -> list[Check]:
+        return [availability_check(self, host)]
 
     def run(self, scenario: Scenario, job: WorkerJob, timeout_s: float) -> RunOutcome:
         try:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, Sequence
 
@@ -20,16 +21,44 @@ from ..host import HostFacts
 from ..worker.job import SchemaError, WorkerJob, WorkerResult
 
 
+class CheckStatus(str, Enum):
+    """What a `deploybench doctor` line says about the thing checked."""
+
+    OK = "ok"  # works here, natively
+    EMULATED = "emulated"  # works, emulated (TCG): for function, not for overhead figures
+    INFO = "info"  # not a problem: an optional tool missing, something not prepared yet
+    NO = "no"  # does not work here; the detail says why and how to fix it
+
+
 @dataclass(frozen=True)
 class Check:
-    """One line of `deploybench doctor`: what was checked, whether it works, and why not."""
+    """One line of `deploybench doctor`: what was checked, how it stands, and why.
 
+    ``key`` is stable (``platform.VM``, ``runtime.runc``, ``engine.docker``, ``kvm``, ``gpu``,
+    ``firecracker``...) for scripts reading ``doctor --json``; ``name`` is for people."""
+
+    key: str
     name: str
-    ok: bool
+    status: CheckStatus
     detail: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        return {"key": self.key, "name": self.name, "status": self.status.value,
+                "detail": self.detail}
+
+
+def availability_check(platform: "Platform", host: HostFacts, *,
+                       emulated: str | None = None) -> Check:
+    """A platform's own doctor line: ``no`` with its unavailable reason, ``emulated`` with
+    ``emulated`` (why) when it runs but emulated, else ``ok``."""
+    name = platform.name
+    reason = platform.unavailable_reason(host)
+    if reason:
+        return Check(f"platform.{name}", f"platform {name}", CheckStatus.NO, reason)
+    if emulated:
+        return Check(f"platform.{name}", f"platform {name}", CheckStatus.EMULATED,
+                     f"emulated (TCG): works, not for overhead figures ({emulated})")
+    return Check(f"platform.{name}", f"platform {name}", CheckStatus.OK, "available")
 
 
 class PlatformError(RuntimeError):
@@ -71,6 +100,13 @@ class Platform(Protocol):
 
     def unavailable_reason(self, host: HostFacts) -> str | None:
         """None when this platform can run here, else one line saying why not."""
+
+    def scenario_problem(self, scenario: Scenario, host: HostFacts) -> str | None:
+        """None when this platform can run this scenario here, else why not (one line)."""
+
+    def doctor_checks(self, host: HostFacts) -> list[Check]:
+        """Its `deploybench doctor` lines: its own (``availability_check``) first, then
+        what it depends on (runtimes, engines, KVM...)."""
 
     def run(self, scenario: Scenario, job: WorkerJob, timeout_s: float) -> RunOutcome:
         """Run ``job`` inside the platform as ``scenario`` says; always clean up."""

@@ -40,7 +40,8 @@ from typing import Any, Callable, ClassVar, Iterator
 from ..scenario import CpuMode, Scenario
 from ..host import HostFacts
 from ..worker.job import WorkerJob
-from .base import Check, PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
+from .base import (Check, CheckStatus, PlatformError, PlatformOptions, ProcessRun, RunOutcome,
+                   availability_check, outcome_from, tail, worker_env)
 from .baremetal import gpu_reason, worker_command
 from ..host import CGROUP_ROOT, PREFIX
 from .cpu import CgroupError, CpuLimits, RunCgroup, limits_for
@@ -442,21 +443,30 @@ class Container:
             outcome.error = launched.error
         return outcome
 
-    def doctor_checks(self) -> list[Check]:
-        """Which runtimes and engines work here, and why not."""
-        checks = []
+    def doctor_checks(self, host: HostFacts) -> list[Check]:
+        """CN's line, then which runtimes and engines work here, and why not. The default
+        runtime (runc) missing is a ``no``; an optional one (crun, docker, podman) that is
+        not installed is ``info``; one installed but not working is ``no``."""
+        checks = [availability_check(self, host)]
+        default_runtime = PlatformOptions().runtime
         for name in RUNTIMES:
             runtime = OciRuntime(name)
             t = time.perf_counter()
             problem = runtime.probe()
             detail = problem or (f"{name} {runtime.version()}: ran a test container in "
                                  f"{time.perf_counter() - t:.2f} s (--runtime {name})")
-            checks.append(Check(f"runtime {name}", problem is None, detail))
+            status = (CheckStatus.OK if problem is None else
+                      CheckStatus.INFO if name != default_runtime and not shutil.which(name) else
+                      CheckStatus.NO)
+            checks.append(Check(f"runtime.{name}", f"runtime {name}", status, detail))
         from .engines import create_engine
 
         for name in ENGINES:
             engine = create_engine(name, "runc")
             problem = engine.problem()
-            checks.append(Check(f"engine {name}", problem is None,
+            installed = shutil.which(name) or shutil.which(f"{name}d")
+            status = (CheckStatus.OK if problem is None else
+                      CheckStatus.NO if installed else CheckStatus.INFO)
+            checks.append(Check(f"engine.{name}", f"engine {name}", status,
                                 problem or f"{engine.describe()} (--engine {name})"))
         return checks

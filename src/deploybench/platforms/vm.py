@@ -55,7 +55,8 @@ from ..scenario import CpuMode, Processor, Scenario
 from ..host import HostFacts, host_facts, usable_cpus
 from ..warnings import WarningCode, warning
 from ..worker.job import WorkerJob, WorkerResult
-from .base import Check, PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
+from .base import (Check, CheckStatus, PlatformError, PlatformOptions, ProcessRun, RunOutcome,
+                   availability_check, outcome_from, tail, worker_env)
 from .cpu import CgroupError, CgroupManager, CpuLimits, limits_for
 from .guest import GuestAssets, cached_assets, guest_home, prepare
 from .guest.datadisk import DATA_PATH_LABEL, ensure_data_image
@@ -482,6 +483,8 @@ class VirtualMachine:
             return f"guests are x86-64 only; this host is {host.machine}"
         if self.options.accel not in ACCELS:
             return f"unknown accelerator {self.options.accel!r}: use one of {', '.join(ACCELS)}"
+        if self.options.accel == "kvm" and kvm_device_problem():
+            return f"--accel kvm: {kvm_device_problem()}; use --accel auto or tcg"
         return host.cgroup_problem
 
     def emulated(self, host: HostFacts) -> bool:
@@ -506,20 +509,39 @@ class VirtualMachine:
                     "set up yet: use .../CPU")
         return None
 
-    def doctor_checks(self) -> list[Any]:
+    def emulation_reason(self) -> str | None:
+        """Why runs here will be emulated (TCG), from the flags, /dev/kvm and the cached boot
+        probe; None when they run under KVM or it is not known yet. Boots nothing."""
+        if self.options.accel == "tcg":
+            return "--accel tcg"
+        if self.options.accel == "kvm":
+            return None
+        usable, detail = kvm_situation()
+        if usable:
+            return None
+        for said in (": TCG emulation is used", ": VMs use TCG emulation (functional only, not comparable)"):
+            detail = detail.removesuffix(said)
+        return detail
+
+    def doctor_checks(self, host: HostFacts) -> list[Check]:
+        """This platform's line (``emulated`` under TCG: it works, but its times are not
+        overheads); the VM platform adds KVM, the guest assets and Firecracker."""
+        checks = [availability_check(self, host, emulated=self.emulation_reason())]
         if self.name != "VM":  # one set of VM lines is enough
-            return []
-        checks = [Check("kvm", kvm_situation()[0], kvm_situation()[1])]
+            return checks
+        usable, detail = kvm_situation()
+        checks.append(Check("kvm", "kvm", CheckStatus.OK if usable else CheckStatus.NO, detail))
         assets = cached_assets()
-        checks.append(Check("guest assets", assets is not None,
+        checks.append(Check("guest_assets", "guest assets", CheckStatus.OK if assets else CheckStatus.INFO,
                             f"kernel {assets.release} and initramfs cached in {guest_home()}" if assets else
                             "not prepared yet: `deploybench prepare vm` (or the first VM run) fetches "
                             "Debian's kernel with apt-get and builds the initramfs"))
         fc = shutil.which("firecracker")
-        checks.append(Check("firecracker", True,
+        checks.append(Check("firecracker", "firecracker", CheckStatus.INFO,
                             f"{fc} found, but MVM runs use QEMU microvm (Firecracker cannot pin vCPUs "
                             "or pass through GPUs)" if fc else
-                            "not installed: MVM uses QEMU microvm (same minimal virtio-mmio machine)"))
+                            "not installed (optional): MVM uses QEMU microvm (the same minimal "
+                            "virtio-mmio machine)"))
         return checks
 
     # -- planning ----------------------------------------------------------------------------------
