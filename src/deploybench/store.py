@@ -243,11 +243,13 @@ def write_problem(path: Path) -> str | None:
         return (f"store {path} is in a read-only folder {folder} (SQLite writes its journal "
                 f"beside the store): make the folder writable (chmod u+w {folder}) or pass "
                 "--db in another folder")
-    return None
+    return free_space_problem(path)
 
 
 def _is_wal_problem(exc: sqlite3.Error) -> bool:
-    return "unable to open" in str(exc) or "readonly" in str(exc)
+    """A read failing for want of a -shm (read-only folder or disk, full disk), not for the
+    file's content."""
+    return isinstance(exc, sqlite3.OperationalError)
 
 
 def _not_sqlite(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -307,15 +309,15 @@ class Store:
         try:
             version = self._version(db)
         except sqlite3.DatabaseError:
-            # a WAL store where its -shm cannot be created (read-only folder or disk): read
-            # the file as it is, unless a -wal holds changes that only a writer can apply
+            # a WAL store where its -shm cannot be created (read-only folder or disk, full
+            # disk): read the file as it is, unless a -wal holds changes it would miss
             db.close()
             wal = Path(f"{self.path}-wal")
             if wal.exists() and wal.stat().st_size > 0:
                 raise StoreError(
                     f"store {self.path} has changes in {wal.name} that cannot be read from a "
-                    f"read-only folder: copy {self.path.name} and {wal.name} to a writable "
-                    "folder and pass that --db") from None
+                    f"read-only folder or a full disk: copy {self.path.name} and {wal.name} "
+                    "to a writable folder and pass that --db") from None
             db = sqlite3.connect(self._uri("mode=ro&immutable=1"), uri=True, timeout=30,
                                  isolation_level=None)
             try:
@@ -389,7 +391,8 @@ class Store:
 
     def check_writable(self) -> None:
         """Before measuring: refuse, in one line naming the cause, a store that could not
-        take a run now (the checks of opening again, a real write test, the free space)."""
+        take a run now (the checks of opening, again: permissions, read-only disk, free
+        space; then a real write test: the write lock, a file created beside the store)."""
         if self.readonly:
             raise StoreError(f"store {self.path} was opened read-only")
         problem = write_problem(self.path)
@@ -405,7 +408,6 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot write store {self.path}: {exc}: make it writable or pass "
                              "another --db") from None
-        check_free_space(self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -580,8 +582,12 @@ class Store:
     def record_stop(self, study: str, scenario: Scenario, reason: str, detail: str,
                     runs: int) -> None:
         """Why a study stopped repeating a scenario (the latest word wins)."""
-        self.db.execute("INSERT OR REPLACE INTO stops VALUES (?,?,?,?,?,?,?)",
-                        (study, scenario.key, scenario.name, reason, detail, runs, time.time()))
+        try:
+            self.db.execute("INSERT OR REPLACE INTO stops VALUES (?,?,?,?,?,?,?)",
+                            (study, scenario.key, scenario.name, reason, detail, runs, time.time()))
+        except sqlite3.Error as exc:  # the runs are stored; a resumed sweep decides it again
+            raise StoreError(f"cannot write store {self.path} ({_one_line(exc)}): every run so far "
+                             "is stored; make it writable and run the sweep again (it resumes)") from None
 
     def stops(self, study: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT study, scenario_key, scenario_name, reason, detail, runs, at FROM stops"
@@ -625,13 +631,17 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def check_free_space(path: Path, minimum: int = MIN_FREE_BYTES) -> None:
-    """Refuse a store whose disk is (nearly) full: a run would be measured and not stored."""
-    folder = Path(path).parent
-    free = free_bytes(folder)
+def free_space_problem(path: Path, minimum: int = MIN_FREE_BYTES) -> str | None:
+    """Why a store's disk cannot take runs: (nearly) full, so a run would be measured and
+    not stored."""
+    try:
+        free = free_bytes(Path(path).parent)
+    except OSError:
+        return None
     if free < minimum:
-        raise StoreError(f"the disk holding store {path} is full ({free // 1024} KiB free): free "
-                         "some space or pass --db on another disk")
+        return (f"the disk holding store {path} is full ({free // 1024} KiB free): free some "
+                "space or pass --db on another disk")
+    return None
 
 
 # -- recovery files: runs that could not be stored ----------------------------------------------

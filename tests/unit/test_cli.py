@@ -318,3 +318,20 @@ def test_data_reports_a_damaged_set_and_regenerates_it_with_force(tmp_path, monk
     assert bad.output.strip().endswith("regenerate it with `deploybench data --app rs --force --count 2`")
     fixed = runner.invoke(app, ["data", "--app", "rs", "--count", "2", "--force"])
     assert fixed.exit_code == 0 and fixed.output.splitlines() == [folder, "generated"]
+
+
+def test_a_platform_that_a_given_flag_makes_unavailable_is_refused_not_skipped(tmp_path, monkeypatch, host):
+    from deploybench.platforms import container as container_mod
+
+    if host.cgroup_problem:
+        pytest.skip(host.cgroup_problem)
+    which = container_mod.shutil.which
+    monkeypatch.setattr(container_mod.shutil, "which", lambda name: None if name == "crun" else which(name))
+    study = tmp_path / "s.toml"
+    study.write_text(SWEEP_STUDY.replace('"BM", "CN", "VMCN"', '"BM", "CN"'))
+    as_run = runner.invoke(app, ["run", "CN/1/PIN/CPU", "--runtime", "crun"])
+    as_sweep = runner.invoke(app, ["sweep", str(study), "--runtime", "crun", "--plan"])
+    assert as_run.exit_code == as_sweep.exit_code == 2
+    assert as_sweep.output.strip() == "error: CN cannot run here with --runtime crun: crun is not installed " \
+                                      "(apt-get install crun; scripts/install.sh does)"
+    assert as_run.output.strip() == as_sweep.output.strip()

@@ -80,3 +80,15 @@ def test_a_missing_optional_runtime_is_info_and_the_default_one_no(monkeypatch):
     assert "not installed" in checks["runtime.runc"].detail
     assert checks["platform.CN"].status is CheckStatus.NO
     assert checks["engine.podman"].status is CheckStatus.INFO
+
+
+def test_a_vm_platform_before_the_kvm_probe_is_info_not_ok(qemu, monkeypatch):
+    host = host_facts()
+    if host.cgroup_problem:
+        pytest.skip(host.cgroup_problem)
+    monkeypatch.setattr(vm_mod, "kvm_situation", lambda: (True, "/dev/kvm present; not probed yet"))
+    monkeypatch.setattr(vm_mod, "cached_kvm_verdict", lambda assets: None)
+    checks = {c.key: c for c in VirtualMachine().doctor_checks(host)}
+    assert checks["platform.VM"].status is CheckStatus.INFO
+    assert "native (KVM) or emulated (TCG) is not known yet" in checks["platform.VM"].detail
+    assert checks["kvm"].status is CheckStatus.INFO

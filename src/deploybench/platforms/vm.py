@@ -509,28 +509,41 @@ class VirtualMachine:
                     "set up yet: use .../CPU")
         return None
 
-    def emulation_reason(self) -> str | None:
-        """Why runs here will be emulated (TCG), from the flags, /dev/kvm and the cached boot
-        probe; None when they run under KVM or it is not known yet. Boots nothing."""
+    def emulation(self) -> tuple[CheckStatus, str | None]:
+        """Whether runs here will be emulated, from the flags, /dev/kvm and the cached boot
+        probe (boots nothing): (EMULATED, why), (OK, None) under KVM, or (INFO, why) when
+        only the first run's probe can tell."""
         if self.options.accel == "tcg":
-            return "--accel tcg"
+            return CheckStatus.EMULATED, "--accel tcg"
         if self.options.accel == "kvm":
-            return None
+            return CheckStatus.OK, None
         usable, detail = kvm_situation()
-        if usable:
-            return None
-        for said in (": TCG emulation is used", ": VMs use TCG emulation (functional only, not comparable)"):
-            detail = detail.removesuffix(said)
-        return detail
+        if not usable:
+            for said in (": TCG emulation is used", ": VMs use TCG emulation (functional only, not comparable)"):
+                detail = detail.removesuffix(said)
+            return CheckStatus.EMULATED, detail
+        assets = cached_assets()
+        if assets is None or cached_kvm_verdict(assets) is None:
+            return CheckStatus.INFO, detail
+        return CheckStatus.OK, None
 
     def doctor_checks(self, host: HostFacts) -> list[Check]:
         """This platform's line (``emulated`` under TCG: it works, but its times are not
-        overheads); the VM platform adds KVM, the guest assets and Firecracker."""
-        checks = [availability_check(self, host, emulated=self.emulation_reason())]
+        overheads; ``info`` while KVM is not probed yet); the VM platform adds KVM, the
+        guest assets and Firecracker."""
+        status, why = self.emulation()
+        own = availability_check(self, host, emulated=why if status is CheckStatus.EMULATED else None)
+        if own.status is CheckStatus.OK and status is CheckStatus.INFO:
+            own = Check(own.key, own.name, CheckStatus.INFO,
+                        f"available; native (KVM) or emulated (TCG) is not known yet: {why}")
+        checks = [own]
         if self.name != "VM":  # one set of VM lines is enough
             return checks
         usable, detail = kvm_situation()
-        checks.append(Check("kvm", "kvm", CheckStatus.OK if usable else CheckStatus.NO, detail))
+        kvm_status = (CheckStatus.NO if not usable else
+                      CheckStatus.OK if status is CheckStatus.OK or self.options.accel != "auto" else
+                      CheckStatus.INFO)
+        checks.append(Check("kvm", "kvm", kvm_status, detail))
         assets = cached_assets()
         checks.append(Check("guest_assets", "guest assets", CheckStatus.OK if assets else CheckStatus.INFO,
                             f"kernel {assets.release} and initramfs cached in {guest_home()}" if assets else
