@@ -218,12 +218,18 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo("interrupted: runs finished so far are stored", err=True)
             raise typer.Exit(130)
         except Exception as exc:  # noqa: BLE001 - filtered just below
+            import sqlite3
+
             if isinstance(exc, _user_errors()):
                 from .store import UnsavedRunError
 
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 typer.echo(f"error: {message}", err=True)
                 raise typer.Exit(1 if isinstance(exc, UnsavedRunError) else 2)
+            if isinstance(exc, sqlite3.Error):  # a store failing after it was opened
+                typer.echo(f"error: the store failed while in use ({exc}): if it is damaged, "
+                           "restore it from a copy", err=True)
+                raise typer.Exit(2)
             raise
 
     return wrapper

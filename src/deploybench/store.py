@@ -253,6 +253,14 @@ def _is_wal_problem(exc: sqlite3.Error) -> bool:
 
 
 def _not_sqlite(path: Path, exc: sqlite3.Error) -> StoreError:
+    try:
+        with open(path, "rb") as f:
+            sqlite = f.read(16) == b"SQLite format 3\0"
+    except OSError:
+        sqlite = False
+    if sqlite:
+        return StoreError(f"store {path} is a damaged SQLite file ({exc}): restore it from a copy, "
+                          "or pass another --db")
     return StoreError(f"{path} is not an SQLite file ({exc}): pass the path of a deploybench "
                       "store with --db, or a new file name")
 

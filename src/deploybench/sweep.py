@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shlex
 import shutil
 import sys
 import tempfile
@@ -227,7 +228,7 @@ def unsaved_message(record: RunRecord, store: Store, saved: Path) -> str:
     """One line: which run could not be stored, where it is, and how to add it later."""
     return (f"run {record.scenario.label} ({record.status}) could not be stored in {store.path}; "
             f"its full record is saved in {saved}: once the store can be written, add it with "
-            f"`deploybench import {saved}`")
+            f"`deploybench import {shlex.quote(str(saved))}`")
 
 
 def run_repeated(scenarios: Sequence[tuple[Scenario, Platform, Path]], store: Store, *,

@@ -331,3 +331,17 @@ def test_run_records_round_trip_through_json():
     r = record(e2e_ms=[1, 2], launch_id="x", launch_round=1, warnings=[{"code": "c", "message": "m", "hint": "h"}])
     back = RunRecord.from_json(json.loads(json.dumps(r.to_json())))
     assert back == r
+
+
+def test_a_damaged_store_is_called_damaged_not_foreign(tmp_path):
+    path = tmp_path / "x.db"
+    with Store(path) as s:
+        for _ in range(20):
+            s.add(record(e2e_ms=[1.0] * 50))
+    data = path.read_bytes()
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(data[:5000])
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="is a damaged SQLite file .*restore it from a copy"):
+            Store(cut, readonly=readonly)
+    assert cut.read_bytes() == data[:5000]

@@ -258,3 +258,23 @@ def test_summary_lists_mad_outlier_runs_and_keeps_them(store, tmp_path):
     assert summary.runs == 6 and summary.e2e_mean_ms == pytest.approx(sum(means) / 6)
     lo, hi = summary.p99_ci_ms
     assert lo <= summary.p99_ms <= hi and not math.isnan(lo)
+
+
+def test_a_sweep_whose_store_fails_stops_with_the_run_in_a_recovery_file(store, tmp_path, monkeypatch):
+    import sqlite3
+
+    from deploybench.store import UnsavedRunError, read_recovery
+
+    def full(record):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "add", full)
+    items = planned([FakePlatform(), FakePlatform()], tmp_path, RULE)
+    with pytest.raises(UnsavedRunError) as info:
+        run_sweep(items, store, study="s", seed=1)
+    saved = info.value.recovery_path
+    message = str(info.value)
+    assert f"could not be stored in {store.path}" in message and f"deploybench import {saved}" in message
+    [back] = read_recovery(saved)[0]
+    assert back.run_id == info.value.record.run_id and back.run_key is not None
+    assert back.samples["preprocess_ns"] == info.value.record.samples["preprocess_ns"]
