@@ -1,28 +1,35 @@
 """`deploybench doctor`: what this host can run and, for what it cannot, why (one line each).
 
-Built on the host facts (host.py) and on every platform's own checks."""
+Built on the host facts (host.py) and on every platform's own checks (``doctor_checks``:
+the platform's line, then what it depends on). Each check has a stable key for
+``doctor --json`` and a status: ``ok``, ``emulated`` (works under TCG, not for overhead
+figures), ``info`` (an optional tool missing, something not prepared yet) or ``no``."""
 from __future__ import annotations
 
 from .host import host_facts
 from .platforms import all_platforms
-from .platforms.base import Check
+from .platforms.base import Check, CheckStatus
+
+DOCTOR_SCHEMA = 1
 
 
 def doctor_checks() -> list[Check]:
     """What this host can run and, for what it cannot, why (one line each)."""
     facts = host_facts()
     checks = [
-        Check("cores", True, f"{facts.cores} usable CPUs ({facts.cpu_model}), {facts.memory_gib} GiB"),
-        Check("cgroups", facts.cgroup_problem is None,
+        Check("cores", "cores", CheckStatus.OK,
+              f"{facts.cores} usable CPUs ({facts.cpu_model}), {facts.memory_gib} GiB"),
+        Check("cgroups", "cgroups", CheckStatus.NO if facts.cgroup_problem else CheckStatus.OK,
               facts.cgroup_problem or f"cgroup v{facts.cgroup_version} writable (cpu quota and cpuset)"),
     ]
-    platforms = all_platforms()
-    for platform in platforms:
-        reason = platform.unavailable_reason(facts)
-        checks.append(Check(f"platform {platform.name}", reason is None, reason or "available"))
-    for platform in platforms:
-        checks += platform.doctor_checks()
-    checks.append(Check("gpu", bool(facts.gpus),
+    platform_lines: list[Check] = []
+    extra: list[Check] = []
+    for platform in all_platforms():
+        own, *rest = platform.doctor_checks(facts)
+        platform_lines.append(own)
+        extra += rest
+    checks += platform_lines + extra
+    checks.append(Check("gpu", "gpu", CheckStatus.OK if facts.gpus else CheckStatus.NO,
                         ", ".join(facts.gpus) if facts.gpus else
                         "no NVIDIA GPU found (nvidia-smi absent): GPU scenarios are unavailable"))
     return checks

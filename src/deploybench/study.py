@@ -31,6 +31,7 @@ from pydantic import (
     BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
 )
 
+from .datasets import DEFAULT_DATA_COUNT
 from .scenario import (
     CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
     ScenarioError, Storage, _enum_value,
@@ -187,7 +188,7 @@ class StudyModel(_Strict):
     backend: str = "torch"
     batch_size: int = Field(1, ge=1)
     inference_only: bool = False
-    data_count: int = Field(64, ge=1)
+    data_count: int = Field(DEFAULT_DATA_COUNT, ge=1)
     seed: int = 0
     timeout_s: float = Field(900.0, gt=0)
     stopping: StoppingModel = StoppingModel()

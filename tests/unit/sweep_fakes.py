@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from deploybench.execute import RunSettings
-from deploybench.platforms.base import (Check, LaunchFacts, PlatformBase, PlatformError, RunOutcome,
+from deploybench.platforms.base import (LaunchFacts, PlatformBase, PlatformError, RunOutcome,
                                         SessionSetup)
 from deploybench.scenario import Scenario
 from deploybench.sweep import PlannedScenario, RaceRule
@@ -92,9 +92,6 @@ class FakePlatform(PlatformBase):
 
     def unavailable_reason(self, host) -> str | None:
         return None
-
-    def doctor_checks(self) -> list[Check]:
-        return []
 
     def open(self, scenario: Scenario, setup: SessionSetup) -> FakeSession:
         if self.launch_fails(self.launches):

@@ -58,7 +58,9 @@ def test_every_platform_answers_the_planners_questions_in_one_line(name, host):
     if not host.gpus:
         assert problem and "\n" not in problem
     assert isinstance(platform.emulated(host), bool)
-    assert all("\n" not in c.detail for c in platform.doctor_checks())
+    checks = platform.doctor_checks(host)
+    assert checks[0].key == f"platform.{name.value}"
+    assert all("\n" not in c.detail for c in checks)
 
 
 def test_every_platform_is_registered():

@@ -274,3 +274,24 @@ def test_another_live_session_marks_every_round_concurrent(monkeypatch, store, t
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_sweep_whose_store_fails_stops_with_the_run_in_a_recovery_file(store, tmp_path, monkeypatch):
+    import sqlite3
+
+    from deploybench.store import UnsavedRunError, read_recovery
+
+    def full(record):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "add", full)
+    items = planned([FakePlatform(), FakePlatform()], tmp_path, RULE)
+    with pytest.raises(UnsavedRunError) as info:
+        run_sweep(items, store, study="s", seed=1, sink=store.keep)
+    saved = info.value.recovery_path
+    message = str(info.value)
+    assert f"could not be stored in {store.path}" in message and f"deploybench import {saved}" in message
+    [back] = read_recovery(saved)[0]
+    assert back.run_id == info.value.record.run_id and back.run_key is not None
+    assert back.samples["preprocess_ns"] == info.value.record.samples["preprocess_ns"]
+    assert all(s.closed for p in items for s in p.platform.sessions)  # nothing left open

@@ -413,10 +413,12 @@ def test_auto_uses_the_cached_probe_verdict(tmp_path, monkeypatch):
 
 def test_doctor_explains_kvm_in_one_line_without_booting(tmp_path, monkeypatch):
     monkeypatch.setattr(vm_mod, "probe_kvm", lambda *_: pytest.fail("doctor must not boot"))
-    checks = platform_class(PlatformName.VM)().doctor_checks()
-    kvm = [c for c in checks if c.name == "kvm"][0]
+    from deploybench.host import host_facts
+
+    checks = platform_class(PlatformName.VM)().doctor_checks(host_facts())
+    kvm = [c for c in checks if c.key == "kvm"][0]
     assert "\n" not in kvm.detail and ("kvm" in kvm.detail.lower())
-    assert platform_class(PlatformName.MVM)().doctor_checks() == []
+    assert [c.key for c in platform_class(PlatformName.MVM)().doctor_checks(host_facts())] == ["platform.MVM"]
 
 
 # -- the data disk -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .backends import check_backend, prepare_model
-from .base import check_size, read_app_manifest
+from .base import check_size, read_app_manifest, reading_input
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -52,7 +52,9 @@ class ImageClassification:
         self.data_dir = Path(data_dir)
         manifest = read_app_manifest(self, self.data_dir)
         self.files = list(manifest["files"])
-        self.labels = (self.data_dir / manifest.get("labels", "labels.txt")).read_text().splitlines()
+        labels = self.data_dir / manifest.get("labels", "labels.txt")
+        with reading_input(self, self.data_dir, labels):
+            self.labels = labels.read_text().splitlines()
         self.device = device
         self.model = prepare_model(build_resnet(size, seed=0), backend, threads,
                                    self.example_inputs(),
@@ -67,8 +69,9 @@ class ImageClassification:
         from PIL import Image
 
         assert self.data_dir is not None
-        with Image.open(self.data_dir / sample_id) as img:
-            img = img.convert("RGB")
+        path = self.data_dir / sample_id
+        with reading_input(self, self.data_dir, path), Image.open(path) as img:
+            img = img.convert("RGB")  # decodes: a truncated or corrupt JPEG fails here
             w, h = img.size
             scale = 256 / min(w, h)
             img = img.resize((max(256, round(w * scale)), max(256, round(h * scale))),

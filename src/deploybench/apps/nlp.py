@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest
+from .base import AppError, check_size, read_app_manifest, reading_input
 
 MAX_SEQ_LENGTH = 384
 DOC_STRIDE = 128
@@ -197,9 +197,11 @@ class QuestionAnswering:
         manifest = read_app_manifest(self, self.data_dir)
         self.ids = list(manifest["files"])
         self.squad_path = self.data_dir / manifest["squad"]
-        index = json.loads((self.data_dir / manifest["index"]).read_text())
-        self.index = index["paragraphs"]
-        self.tokenizer = load_tokenizer(self.data_dir)
+        index_path = self.data_dir / manifest["index"]
+        with reading_input(self, self.data_dir, index_path):
+            self.index = json.loads(index_path.read_text())["paragraphs"]
+        with reading_input(self, self.data_dir, self.data_dir / manifest.get("vocab", "vocab.txt")):
+            self.tokenizer = load_tokenizer(self.data_dir)
         config = BERT_SIZES[size]
         if self.tokenizer.get_vocab_size() > config.vocab_size:
             raise AppError(f"vocabulary of {self.tokenizer.get_vocab_size()} pieces is larger "
@@ -220,11 +222,13 @@ class QuestionAnswering:
     def preprocess(self, sample_id: str) -> QaFeatures:
         from ..datasets.squad import read_paragraph
 
-        assert self.squad_path is not None
+        assert self.squad_path is not None and self.data_dir is not None
         offset, length = self.index[sample_id]
-        paragraph = read_paragraph(self.squad_path, offset, length)
-        question = next(qa["question"] for qa in paragraph["qas"] if qa["id"] == sample_id)
-        return tokenize_question(self.tokenizer, question, paragraph["context"], sample_id)
+        with reading_input(self, self.data_dir, self.squad_path):
+            paragraph = read_paragraph(self.squad_path, offset, length)
+            question = next(qa["question"] for qa in paragraph["qas"] if qa["id"] == sample_id)
+            context = paragraph["context"]
+        return tokenize_question(self.tokenizer, question, context, sample_id)
 
     def infer(self, batch: Sequence[QaFeatures]) -> Any:
         torch = self._torch

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..datasets.criteo import NUM_DENSE, NUM_SPARSE
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest
+from .base import check_size, read_app_manifest, reading_input
 
 TOP_K = 10
 
@@ -85,11 +85,9 @@ class Recommendation:
 
     def preprocess(self, sample_id: str) -> Any:
         assert self.data_dir is not None
-        text = (self.data_dir / sample_id).read_text()
-        try:
-            _labels, dense, sparse = parse_criteo(text, self.table_sizes)
-        except ValueError as exc:
-            raise AppError(f"{sample_id}: {exc}") from None
+        path = self.data_dir / sample_id
+        with reading_input(self, self.data_dir, path):
+            _labels, dense, sparse = parse_criteo(path.read_text(), self.table_sizes)
         return self._torch.from_numpy(dense), self._torch.from_numpy(sparse)
 
     def example_inputs(self, batch_size: int = 1) -> tuple[Any, Any]:

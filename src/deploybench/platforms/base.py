@@ -19,6 +19,7 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
@@ -45,16 +46,44 @@ class LaunchError(PlatformError):
         self.facts = facts or {}
 
 
+class CheckStatus(str, Enum):
+    """What a `deploybench doctor` line says about the thing checked."""
+
+    OK = "ok"  # works here, natively
+    EMULATED = "emulated"  # works, emulated (TCG): for function, not for overhead figures
+    INFO = "info"  # not a problem: an optional tool missing, something not prepared yet
+    NO = "no"  # does not work here; the detail says why and how to fix it
+
+
 @dataclass(frozen=True)
 class Check:
-    """One line of `deploybench doctor`: what was checked, whether it works, and why not."""
+    """One line of `deploybench doctor`: what was checked, how it stands, and why.
 
+    ``key`` is stable (``platform.VM``, ``runtime.runc``, ``engine.docker``, ``kvm``, ``gpu``,
+    ``firecracker``...) for scripts reading ``doctor --json``; ``name`` is for people."""
+
+    key: str
     name: str
-    ok: bool
+    status: CheckStatus
     detail: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        return {"key": self.key, "name": self.name, "status": self.status.value,
+                "detail": self.detail}
+
+
+def availability_check(platform: "Platform", host: "HostFacts", *,
+                       emulated: str | None = None) -> Check:
+    """A platform's own doctor line: ``no`` with its unavailable reason, ``emulated`` with
+    ``emulated`` (why) when it runs but emulated, else ``ok``."""
+    name = platform.name
+    reason = platform.unavailable_reason(host)
+    if reason:
+        return Check(f"platform.{name}", f"platform {name}", CheckStatus.NO, reason)
+    if emulated:
+        return Check(f"platform.{name}", f"platform {name}", CheckStatus.EMULATED,
+                     f"emulated (TCG): works, not for overhead figures ({emulated})")
+    return Check(f"platform.{name}", f"platform {name}", CheckStatus.OK, "available")
 
 
 @dataclass(frozen=True)
@@ -174,8 +203,9 @@ class Platform(Protocol):
     def emulated(self, host: "HostFacts") -> bool:
         """Whether runs here are emulated (guests under TCG): not for overhead figures."""
 
-    def doctor_checks(self) -> list[Check]:
-        """This platform's own lines for `deploybench doctor` (runtimes, engines, KVM)."""
+    def doctor_checks(self, host: "HostFacts") -> list[Check]:
+        """Its `deploybench doctor` lines: its own (``availability_check``) first, then
+        what it depends on (runtimes, engines, KVM...)."""
 
     def open(self, scenario: Scenario, setup: SessionSetup) -> PlatformSession:
         """Launch the platform and a warm worker; raises LaunchError/PlatformError (one
@@ -201,8 +231,8 @@ class PlatformBase:
     def emulated(self, host: "HostFacts") -> bool:
         return False
 
-    def doctor_checks(self) -> list[Check]:
-        return []
+    def doctor_checks(self, host: "HostFacts") -> list[Check]:
+        return [availability_check(self, host)]
 
     def check_io_limits(self) -> None:
         if self.options.io_limits is not None and not self.supports_io_limits:

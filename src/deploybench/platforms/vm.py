@@ -59,8 +59,8 @@ from ..scenario import CpuMode, Processor, Scenario
 from ..warnings import WarningCode, warning
 from ..worker.channel import FileChannel
 from ..worker.job import WorkerJob
-from .base import (Check, LaunchFacts, PlatformBase, PlatformError, RunOutcome, SessionSetup, lifeline,
-                   tail, worker_command, worker_env)
+from .base import (Check, CheckStatus, LaunchFacts, PlatformBase, PlatformError, RunOutcome, SessionSetup,
+                   availability_check, lifeline, tail, worker_command, worker_env)
 from .cpu import CgroupError, CgroupManager, CpuLimits, RunCgroup, limits_for, stat_delta
 from .guest import GuestAssetError, GuestAssets, cached_assets, guest_home, prepare
 from .guest.datadisk import DATA_PATH_LABEL, ensure_data_image
@@ -513,6 +513,8 @@ class VirtualMachine(PlatformBase):
             return f"guests are x86-64 only; this host is {host.machine}"
         if self.options.accel not in ACCELS:
             return f"unknown accelerator {self.options.accel!r}: use one of {', '.join(ACCELS)}"
+        if self.options.accel == "kvm" and kvm_device_problem():
+            return f"--accel kvm: {kvm_device_problem()}; use --accel auto or tcg"
         return host.cgroup_problem
 
     def emulated(self, host: HostFacts) -> bool:
@@ -532,23 +534,40 @@ class VirtualMachine(PlatformBase):
                     "set up yet: use .../CPU")
         return None
 
-    def doctor_checks(self) -> list[Check]:
+    def doctor_checks(self, host: HostFacts) -> list[Check]:
+        """This platform's line (``emulated`` under TCG: it works, but its times are not
+        overheads; ``info`` while KVM is not probed yet); the VM platform adds KVM, the
+        guest assets and Firecracker. Boots nothing (the one KVM decision, without probing)."""
+        choice = kvm_decision(self.options.accel, probe=False) if self.options.accel in ACCELS else None
+        if choice is None or choice.accel == "kvm" and choice.kvm_usable is not None:
+            own = availability_check(self, host)
+        elif choice.accel == "tcg":
+            own = availability_check(self, host, emulated=choice.reason.removesuffix(": TCG emulation is used"))
+        else:  # not probed yet
+            own = availability_check(self, host)
+            if own.status is CheckStatus.OK:
+                own = Check(own.key, own.name, CheckStatus.INFO,
+                            f"available; native (KVM) or emulated (TCG) is not known yet: {choice.reason}")
+        checks = [own]
         if self.name != "VM":  # one set of VM lines is enough
-            return []
-        choice = kvm_decision("auto", probe=False)
-        checks = [Check("kvm", choice.kvm_usable is not False,
-                        choice.reason if choice.kvm_usable is not False else
-                        f"{choice.reason} (functional only, not comparable)")]
+            return checks
+        auto = kvm_decision("auto", probe=False)
+        kvm_status = (CheckStatus.NO if auto.kvm_usable is False else
+                      CheckStatus.OK if auto.kvm_usable else CheckStatus.INFO)
+        detail = auto.reason if auto.kvm_usable is not False else \
+            auto.reason.replace(": TCG emulation is used", ": VMs use TCG emulation (functional only, not comparable)")
+        checks.append(Check("kvm", "kvm", kvm_status, detail))
         assets = cached_assets()
-        checks.append(Check("guest assets", assets is not None,
+        checks.append(Check("guest_assets", "guest assets", CheckStatus.OK if assets else CheckStatus.INFO,
                             f"kernel {assets.release} and initramfs cached in {guest_home()}" if assets else
                             "not prepared yet: `deploybench prepare vm` (or the first VM run) fetches "
                             "Debian's kernel with apt-get and builds the initramfs"))
         fc = shutil.which("firecracker")
-        checks.append(Check("firecracker", True,
+        checks.append(Check("firecracker", "firecracker", CheckStatus.INFO,
                             f"{fc} found, but MVM runs use QEMU microvm (Firecracker cannot pin vCPUs "
                             "or pass through GPUs)" if fc else
-                            "not installed: MVM uses QEMU microvm (same minimal virtio-mmio machine)"))
+                            "not installed (optional): MVM uses QEMU microvm (the same minimal "
+                            "virtio-mmio machine)"))
         return checks
 
     # -- planning ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ container, sweeps its cgroup directories and removes its bundle, whatever happen
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -26,8 +27,8 @@ from ...host import CGROUP_ROOT, PREFIX
 from ...scenario import CpuMode, Scenario
 from ...worker.channel import StreamChannel
 from ...worker.job import WorkerJob
-from ..base import (Check, LaunchFacts, PlatformBase, PlatformError, SessionSetup, worker_command,
-                    worker_env)
+from ..base import (Check, CheckStatus, LaunchFacts, PlatformBase, PlatformError, PlatformOptions,
+                    SessionSetup, availability_check, worker_command, worker_env)
 from ..cpu import CgroupError, CpuLimits, RunCgroup, limits_for, stat_delta
 from ..ledger import remove_cgroup_tree
 from ..session import WorkerSession, session_folder
@@ -139,20 +140,29 @@ class Container(PlatformBase):
     def open(self, scenario: Scenario, setup: SessionSetup) -> "ContainerSession":
         return ContainerSession.launch(self, scenario, setup)
 
-    def doctor_checks(self) -> list[Check]:
-        """Which runtimes and engines work here, and why not."""
-        checks = []
+    def doctor_checks(self, host) -> list[Check]:
+        """CN's line, then which runtimes and engines work here, and why not. The default
+        runtime (runc) missing is a ``no``; an optional one (crun, docker, podman) that is
+        not installed is ``info``; one installed but not working is ``no``."""
+        checks = [availability_check(self, host)]
+        default_runtime = PlatformOptions().runtime
         for name in RUNTIMES:
             runtime = OciRuntime(name)
             t = time.perf_counter()
             problem = probe(runtime)
             detail = problem or (f"{name} {runtime.version()}: ran a test container in "
                                  f"{time.perf_counter() - t:.2f} s (--runtime {name})")
-            checks.append(Check(f"runtime {name}", problem is None, detail))
+            status = (CheckStatus.OK if problem is None else
+                      CheckStatus.INFO if name != default_runtime and not shutil.which(name) else
+                      CheckStatus.NO)
+            checks.append(Check(f"runtime.{name}", f"runtime {name}", status, detail))
         for name in ENGINES:
             engine = EngineCli(name, "runc")
             problem = engine.problem()
-            checks.append(Check(f"engine {name}", problem is None,
+            installed = engine.binary is not None and (name != "docker" or shutil.which("dockerd"))
+            status = (CheckStatus.OK if problem is None else
+                      CheckStatus.NO if installed else CheckStatus.INFO)
+            checks.append(Check(f"engine.{name}", f"engine {name}", status,
                                 problem or f"{engine.describe()} (--engine {name})"))
         return checks
 
@@ -193,8 +203,6 @@ def probe(runtime: OciRuntime) -> str | None:
     finally:
         runtime.remove(spec, facts)
         remove_cgroup_dirs(cid)
-        import shutil
-
         shutil.rmtree(folder, ignore_errors=True)
         ledger.close()
 
