@@ -336,9 +336,9 @@ requests = 8
 timeout_s = 300
 
 [stopping]
-warmup_runs = 0
-min_runs = 1
-max_runs = 1
+warmup_rounds = 0
+max_launches = 1
+blocks = 1
 """
 
 
@@ -415,14 +415,17 @@ def test_run_piped_to_a_file_prints_a_line_per_run(env, tmp_path):
                               cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in log.read_text().splitlines() if ln.startswith("[")]
-    assert len(lines) == 6
+    # 2 rounds each over 2 launches, each launch with its warm-up round first: 8 lines
+    assert len(lines) == 8
     for i, line in enumerate(lines):
-        assert re.match(rf"\[\s*{i + 1}/6\s+\d+:\d\d\] BM/1/(PIN|VNL)/CPU · ic \(tiny, torch\) "
-                        rf"#{i // 2} {'warmup' if i < 2 else 'ok    '}\s+\d+\.\d s  E2E \d+\.\d\d ms", line), line
+        epoch, first_of_launch = i // 4, i % 4 < 2
+        assert re.match(rf"\[\s*{i + 1}/8\s+\d+:\d\d\] BM/1/(PIN|VNL)/CPU · ic \(tiny, torch\) "
+                        rf"#{epoch} {'warmup' if first_of_launch else 'ok    '}\s+\d+\.\d s  E2E \d+\.\d\d ms",
+                        line), line
     from deploybench.store import Store
 
     statuses = sorted(r.status for r in Store(db, readonly=True).runs())
-    assert statuses == ["ok"] * 4 + ["warmup"] * 2
+    assert statuses == ["ok"] * 4 + ["warmup"] * 4
 
 
 def test_version_and_doctor_tell_the_truth(env):
