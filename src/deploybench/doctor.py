@@ -3,9 +3,11 @@
 Built on the host facts (host.py) and on every platform's own checks."""
 from __future__ import annotations
 
+from .gpu import gpu_checks
 from .host import host_facts
 from .platforms import all_platforms
 from .platforms.base import Check
+from .platforms.gpu import gpu_container_check
 
 
 def doctor_checks() -> list[Check]:
@@ -21,9 +23,8 @@ def doctor_checks() -> list[Check]:
         checks.append(Check(f"platform {platform.name}", reason is None, reason or "available"))
     for extra in _extra_checks():
         checks.append(extra)
-    checks.append(Check("gpu", bool(facts.gpus),
-                        ", ".join(facts.gpus) if facts.gpus else
-                        "no NVIDIA GPU found (nvidia-smi absent): GPU scenarios are unavailable"))
+    checks += gpu_checks()  # GPUs, driver and CUDA, torch's view, GPU containers
+    checks.append(gpu_container_check())
     return checks
 
 

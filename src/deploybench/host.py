@@ -100,15 +100,10 @@ class HostFacts:
 
 
 def _gpus() -> list[str]:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
-    try:
-        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        return []
+    """The names of the NVIDIA GPUs nvidia-smi lists (none without a driver)."""
+    from .worker.gpu import query_nvidia_smi
+
+    return [gpu.name for gpu in query_nvidia_smi().gpus]
 
 
 TOOLS = ("runc", "crun", "docker", "dockerd", "podman", "qemu-system-x86_64", "firecracker",

@@ -22,8 +22,10 @@ def worker_command(job_path: Path, python: str | None = None) -> list[str]:
 
 
 def gpu_reason(scenario: Scenario, host: HostFacts) -> str | None:
-    if scenario.processor is Processor.GPU and not host.gpus:
-        return "no GPU on this host: use .../CPU"
+    if scenario.processor is Processor.GPU:
+        from ..gpu import gpu_scenario_problem  # no GPU, or torch without CUDA
+
+        return gpu_scenario_problem(host.gpus)
     return None
 
 

@@ -40,6 +40,9 @@ def run_job(job: WorkerJob) -> WorkerResult:
         affinity = sorted(os.sched_getaffinity(0))
         limits = env.cgroup_limits()
         app = create_app(job.app)
+        if job.device != "cpu":  # the CUDA context is created now, and timed apart
+            from .gpu import start_cuda
+            result.timings["cuda_init_s"] = start_cuda(job.device)
         t = time.perf_counter()
         kwargs = {"device": job.device} if job.device != "cpu" else {}
         app.load(Path(job.data_dir), job.model_size, job.backend, job.threads, **kwargs)
@@ -80,6 +83,9 @@ def run_job(job: WorkerJob) -> WorkerResult:
             "isolation": env.isolation_facts(),
             **env.scheduler_counters(),
         }
+        if job.device != "cpu":  # the GPU used and its memory in use after the run
+            from .gpu import cuda_environment
+            result.environment["gpu"] = cuda_environment(job.device)
         over = [p for p in pools if (p.get("threads") or 0) > budget]
         if torch is not None and torch.get_num_threads() > budget:
             over.append({"api": "torch", "threads": torch.get_num_threads()})
