@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
-from ..scenario import CpuMode, Scenario
+from ..scenario import CpuMode, Processor, Scenario
 from ..host import HostFacts
 from ..worker.job import WorkerJob
 from .base import Check, PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
@@ -203,6 +203,7 @@ class ContainerSpec:
     limits: CpuLimits
     stdout: Path
     stderr: Path
+    gpu: Any = None  # a platforms.gpu.GpuPassthrough for CN/N/MODE/GPU, else None
 
     @property
     def cgroup_name(self) -> str:
@@ -287,7 +288,8 @@ class OciRuntime:
             try:
                 bundle = write_bundle(cid, dict(
                     args=spec.args, env=spec.env, cwd=spec.cwd, hostname=cid,
-                    limits=spec.limits, cgroups_path=f"/{spec.cgroup_name}", mems=host_mems()),
+                    limits=spec.limits, cgroups_path=f"/{spec.cgroup_name}", mems=host_mems(),
+                    gpu=spec.gpu),
                     spec.mounts)
                 facts["bundle"] = str(bundle.path)
                 deadline = time.monotonic() + timeout_s
@@ -411,6 +413,14 @@ class Container:
         except CgroupError as exc:
             raise PlatformError(str(exc)) from None
         read_only = [*python_dirs(), job.data_dir, *self.extra_mounts]
+        gpu = None
+        if scenario.processor is Processor.GPU:  # device nodes + the driver's libraries
+            from .gpu import nvidia_passthrough
+
+            gpu = nvidia_passthrough()
+            if gpu.problem:
+                raise PlatformError(f"no GPU for the container: {gpu.problem}")
+            read_only += gpu.library_dirs()
         if job.log_dir and not Path(job.log_dir).resolve().is_relative_to(run_dir.resolve()):
             raise PlatformError(f"the LoadGen log folder {job.log_dir} must be inside the run folder {run_dir}")
         return ContainerSpec(
@@ -422,6 +432,7 @@ class Container:
             limits=limits,
             stdout=run_dir / "stdout.txt",
             stderr=run_dir / "stderr.txt",
+            gpu=gpu,
         )
 
     def run(self, scenario: Scenario, job: WorkerJob, timeout_s: float) -> RunOutcome:

@@ -140,6 +140,8 @@ class DockerEngine:
             kwargs["nano_cpus"] = int(round(limits.quota_cores * 1e9))
         if driver == "cgroupfs":
             kwargs["cgroup_parent"] = f"/{spec.cgroup_name}"
+        if spec.gpu is not None:  # docker run --gpus all
+            kwargs.update(spec.gpu.docker_create_kwargs())
         return kwargs
 
     def launch(self, spec: ContainerSpec, timeout_s: float) -> Launch:
@@ -315,6 +317,8 @@ class PodmanEngine:
             args += ["--env", f"{key}={value}"]
         for m in spec.mounts:
             args += ["--volume", f"{m.source}:{m.destination}:{'ro' if m.readonly else 'rw'}"]
+        if spec.gpu is not None:  # the NVIDIA nodes as --device
+            args += spec.gpu.podman_args()
         return [*args, "--rootfs", str(rootfs), *spec.args]  # every flag before --rootfs
 
     def launch(self, spec: ContainerSpec, timeout_s: float) -> Launch:
