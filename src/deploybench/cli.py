@@ -20,6 +20,7 @@ DB_OPTION = typer.Option("deploybench.db", "--db", help="result store (SQLite fi
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
     from .export import ExportError
+    from .reference import ReferenceError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
     from .scenario import ScenarioError
@@ -27,7 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .study import StudyError
 
     return (AppError, ExportError, PlatformError, CgroupError, ScenarioError, StoreError, StudyError,
-            FileNotFoundError)
+            ReferenceError, FileNotFoundError)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -400,11 +401,15 @@ def report(
     latency_slo_ms: Optional[float] = typer.Option(None, "--latency-slo-ms", help="recommend only scenarios whose tail latency meets this SLO"),
     slo_percentile: int = typer.Option(90, "--slo-percentile", help="the SLO's percentile: 90 or 99"),
     platforms: Optional[str] = typer.Option(None, "--platforms", help="recommend only these platforms, e.g. BM,CN"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="a reference set (folder, see reference/README.md) to show beside your results"),
 ) -> None:
     """Write a self-contained HTML report: findings, figures, best practices, recommendation."""
     from .recommend import Constraints
+    from .reference import load_reference
     from .report.build import write_report
     from .store import Store
+
+    ref = load_reference(reference) if reference is not None else None
 
     if not db.exists():
         raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
@@ -414,7 +419,9 @@ def report(
     records = Store(db).runs()
     if app_name:
         records = [r for r in records if r.scenario.app == app_name]
-    analysis = write_report(records, output, constraints)
+    analysis = write_report(records, output, constraints, reference=ref)
+    if ref is not None:
+        typer.echo(f"reference: {len(ref.rows)} scenarios from {ref.info.label}")
     for rec in analysis.recommendations:
         typer.echo(f"recommendation for {rec.workload}: {rec.text}")
     for bp in analysis.best_practices:
