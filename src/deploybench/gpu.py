@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .worker.gpu import SmiReport, query_nvidia_smi
+from .worker.gpu import (SmiReport, driver_cuda_version, proc_driver_version, proc_gpu_names,
+                         query_nvidia_smi)
 
 #: the torch release scripts/install.sh installs (the CPU build by default)
 TORCH_VERSION = "2.13.0"
@@ -161,13 +162,21 @@ def gpu_scenario_problem(gpus: list[str], build: TorchBuild | None = None) -> st
 
 
 def gpu_checks(smi: SmiReport | None = None, build: TorchBuild | None = None,
-               probe: Callable[[], TorchCuda] = probe_torch_cuda) -> list[Any]:
+               probe: Callable[[], TorchCuda] = probe_torch_cuda,
+               proc_names: Callable[[], list[str]] = proc_gpu_names) -> list[Any]:
     """`doctor`'s GPU lines: the GPUs, the driver and its CUDA, whether torch sees CUDA."""
     from .platforms.base import Check
 
     smi = smi if smi is not None else query_nvidia_smi()
     build = build if build is not None else torch_build()
-    if smi.problem:
+    driver_gpus = proc_names() if smi.problem else []
+    if smi.problem and driver_gpus:  # a driver without nvidia-smi
+        driver = proc_driver_version()
+        checks = [Check("gpu", True, f"{', '.join(driver_gpus)} (from /proc/driver/nvidia; {smi.problem})"),
+                  Check("gpu driver", driver is not None,
+                        f"driver {driver}, CUDA {driver_cuda_version() or 'version unknown'}"
+                        if driver else "no driver version in /proc/driver/nvidia/version")]
+    elif smi.problem:
         checks = [Check("gpu", False, f"none found ({smi.problem}): GPU scenarios are unavailable"),
                   Check("gpu driver", False, smi.problem)]
     else:
@@ -180,7 +189,7 @@ def gpu_checks(smi: SmiReport | None = None, build: TorchBuild | None = None,
         checks.append(Check("torch cuda", False, "torch is not installed: run scripts/install.sh"))
     elif build.cuda is None:
         checks.append(Check("torch cuda", False, f"{build.describe}: {INSTALL_HINT}"))
-    elif smi.problem:
+    elif smi.problem and not driver_gpus:
         checks.append(Check("torch cuda", False, f"{build.describe}, but there is no GPU here"))
     else:
         seen = probe()

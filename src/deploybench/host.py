@@ -100,10 +100,11 @@ class HostFacts:
 
 
 def _gpus() -> list[str]:
-    """The names of the NVIDIA GPUs nvidia-smi lists (none without a driver)."""
-    from .worker.gpu import query_nvidia_smi
+    """The NVIDIA GPUs nvidia-smi lists, else those the kernel driver lists in /proc (none
+    without a driver)."""
+    from .worker.gpu import proc_gpu_names, query_nvidia_smi
 
-    return [gpu.name for gpu in query_nvidia_smi().gpus]
+    return [gpu.name for gpu in query_nvidia_smi().gpus] or proc_gpu_names()
 
 
 TOOLS = ("runc", "crun", "docker", "dockerd", "podman", "qemu-system-x86_64", "firecracker",

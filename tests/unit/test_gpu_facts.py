@@ -111,7 +111,8 @@ def test_torch_wheel_command_on_a_host_without_a_driver_keeps_cpu_in_one_line(tm
 
 def test_doctor_lines_without_a_gpu_say_why():
     checks = gpu_checks(SmiReport(problem="nvidia-smi not found: no NVIDIA driver is installed"),
-                        TorchBuild("2.13.0+cpu", None), probe=lambda: pytest.fail("must not probe"))
+                        TorchBuild("2.13.0+cpu", None), probe=lambda: pytest.fail("must not probe"),
+                        proc_names=lambda: [])
     by_name = {c.name: c for c in checks}
     assert list(by_name) == ["gpu", "gpu driver", "torch cuda"]
     assert not any(c.ok for c in checks)
@@ -129,6 +130,22 @@ def test_doctor_lines_with_a_gpu_name_it_the_driver_and_what_torch_sees():
     assert "NVIDIA H200 (143771 MiB" in by_name["gpu"].detail
     assert by_name["gpu driver"].detail == "driver 570.86.15, CUDA 12.8"
     assert "sees 2 GPU(s)" in by_name["torch cuda"].detail
+
+
+def test_a_driver_without_nvidia_smi_still_names_its_gpus(tmp_path):
+    from deploybench.worker.gpu import proc_gpu_names
+
+    gpu = tmp_path / "0000:18:00.0"
+    gpu.mkdir()
+    (gpu / "information").write_text("Model: \t\t NVIDIA H200\nIRQ:   \t\t 42\nGPU UUID: \t GPU-1\n")
+    assert proc_gpu_names(tmp_path) == ["NVIDIA H200"]
+    assert proc_gpu_names(tmp_path / "absent") == []
+    checks = gpu_checks(SmiReport(problem="nvidia-smi not found: no NVIDIA driver is installed"),
+                        TorchBuild("2.13.0+cu128", "12.8"), proc_names=lambda: ["NVIDIA H200"],
+                        probe=lambda: TorchCuda(True, "torch 2.13.0+cu128 (CUDA 12.8) sees 1 GPU(s): NVIDIA H200"))
+    by_name = {c.name: c for c in checks}
+    assert by_name["gpu"].ok and by_name["gpu"].detail.startswith("NVIDIA H200 (from /proc/driver/nvidia")
+    assert by_name["torch cuda"].ok
 
 
 def test_the_torch_probe_runs_in_a_child_and_reports_failures():

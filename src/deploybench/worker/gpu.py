@@ -126,6 +126,28 @@ def proc_driver_version(path: Path = PROC_DRIVER_VERSION) -> str | None:
         return None
 
 
+PROC_GPUS = Path("/proc/driver/nvidia/gpus")
+
+
+def proc_gpu_names(root: Path = PROC_GPUS) -> list[str]:
+    """GPU models the kernel driver lists (``/proc/driver/nvidia/gpus/*/information``): the
+    GPUs are known there even where ``nvidia-smi`` is not installed."""
+    names = []
+    try:
+        folders = sorted(root.iterdir())
+    except OSError:
+        return names
+    for folder in folders:
+        try:
+            text = (folder / "information").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^Model:\s*(.+?)\s*$", text, re.M)
+        if match:
+            names.append(match.group(1))
+    return names
+
+
 def format_cuda_version(number: int) -> str:
     """CUDA's integer version (12040) as text ("12.4")."""
     return f"{number // 1000}.{(number % 1000) // 10}"
