@@ -261,3 +261,12 @@ def test_gpu_scenarios_reach_the_worker_with_their_device_and_batch_size(tmp_pat
     scenario = Scenario.parse("BM/4/PIN/GPU", app="ic", model_size="full", batch_size=8)
     job = build_job(scenario, data_dir=tmp_path, run_dir=tmp_path, run_id="x", settings=RunSettings())
     assert (job.device, job.batch_size, job.threads) == ("cuda", 8, 4)
+
+
+def test_doctor_answers_about_torch_and_cuda_without_importing_torch():
+    code = ("import sys; from deploybench.doctor import doctor_checks; "
+            "names = [c.name for c in doctor_checks()]; "
+            "print(all(n in names for n in ('gpu', 'gpu driver', 'torch cuda', 'gpu containers')), "
+            "'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["True", "False"]
