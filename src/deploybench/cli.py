@@ -225,14 +225,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
     from .datasets import DataSetError
     from .export import ExportError
+    from .reference import ReferenceError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
+    from .reference import ReferenceError
     from .scenario import ScenarioError
     from .store import StoreError
     from .study import StudyError
 
-    return (AppError, CliError, DataSetError, ExportError, PlatformError, CgroupError, ScenarioError,
-            StoreError, StudyError, FileNotFoundError)
+    return (AppError, CliError, DataSetError, ExportError, PlatformError, CgroupError, ReferenceError,
+            ScenarioError, StoreError, StudyError, FileNotFoundError)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -699,17 +701,24 @@ def report(
     slo_percentile: Annotated[int, typer.Option("--slo-percentile", help="the SLO's percentile: 90 or 99")] = 90,
     platforms: Annotated[Optional[str], typer.Option(
         "--platforms", help="recommend only these platforms, e.g. BM,CN")] = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", help="a reference set (a folder, see reference/README.md) to show beside "
+                            "your results")] = None,
 ) -> None:
     """Write a self-contained HTML report: findings, figures, best practices, recommendation."""
     from .recommend import Constraints
+    from .reference import load_reference
     from .report.build import write_report
     from .store import Store
 
+    ref = load_reference(reference) if reference is not None else None
     constraints = Constraints(max_cores=max_cores, latency_slo_ms=latency_slo_ms,
                               slo_percentile=slo_percentile,
                               platforms=Constraints.parse_platforms(platforms))
     records = _only_app(Store(db, readonly=True).runs(), app_name, db)
-    analysis = write_report(records, output, constraints)
+    analysis = write_report(records, output, constraints, reference=ref)
+    if ref is not None:
+        typer.echo(f"reference: {len(ref.rows)} scenarios from {ref.info.label}")
     for rec in analysis.recommendations:
         typer.echo(f"recommendation for {rec.workload}: {rec.text}")
     for bp in analysis.best_practices:

@@ -6,9 +6,11 @@ the platform's line, then what it depends on). Each check has a stable key for
 figures), ``info`` (an optional tool missing, something not prepared yet) or ``no``."""
 from __future__ import annotations
 
+from .gpu import gpu_checks
 from .host import host_facts
 from .platforms import all_platforms
 from .platforms.base import Check, CheckStatus
+from .platforms.gpu import gpu_container_check
 
 DOCTOR_SCHEMA = 1
 
@@ -29,7 +31,6 @@ def doctor_checks() -> list[Check]:
         platform_lines.append(own)
         extra += rest
     checks += platform_lines + extra
-    checks.append(Check("gpu", "gpu", CheckStatus.OK if facts.gpus else CheckStatus.NO,
-                        ", ".join(facts.gpus) if facts.gpus else
-                        "no NVIDIA GPU found (nvidia-smi absent): GPU scenarios are unavailable"))
+    checks += gpu_checks()  # GPUs, driver and CUDA, torch's view
+    checks.append(gpu_container_check())
     return checks

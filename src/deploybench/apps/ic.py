@@ -13,6 +13,7 @@ import numpy as np
 
 from .backends import check_backend, prepare_model
 from .base import check_size, read_app_manifest, reading_input
+from .device import ModelDevice, model_device
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -29,6 +30,7 @@ class ImageClassification:
         self.labels: list[str] = []
         self.model: Any = None
         self.device = "cpu"
+        self.model_device = ModelDevice()
 
     def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
         from ..datasets.images import generate_imagenet_like
@@ -60,6 +62,7 @@ class ImageClassification:
                                    self.example_inputs(),
                                    cache_key=(self.name, size, RESNET_SIZES[size], 0),
                                    input_names=["image"], output_names=["logits"], device=device)
+        self.model_device = model_device(device, backend, torch)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:
@@ -85,12 +88,8 @@ class ImageClassification:
 
     def infer(self, batch: Sequence[Any]) -> Any:
         torch = self._torch
-        with torch.inference_mode():
-            x = torch.stack(list(batch)).to(self.device)
-            logits = self.model(x)
-            if self.device != "cpu":
-                logits = logits.cpu()  # the copy back is part of inference on a GPU
-        return logits
+        with torch.inference_mode():  # copies to and from a GPU are part of inference
+            return self.model_device.run(self.model, torch.stack(list(batch)))
 
     def postprocess(self, output: Any) -> Sequence[Any]:
         torch = self._torch

@@ -26,6 +26,7 @@ import numpy as np
 
 from .backends import check_backend, prepare_model
 from .base import AppError, check_size, read_app_manifest, reading_input
+from .device import ModelDevice, model_device
 
 MAX_SEQ_LENGTH = 384
 DOC_STRIDE = 128
@@ -171,6 +172,7 @@ class QuestionAnswering:
         self.tokenizer: Any = None
         self.model: Any = None
         self.device = "cpu"
+        self.model_device = ModelDevice()
 
     def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
         from ..datasets.squad import generate_squad_dataset
@@ -214,6 +216,7 @@ class QuestionAnswering:
             model, backend, threads, self.example_inputs(), cache_key=(self.name, size, config, SEED),
             input_names=names, output_names=outputs,
             dynamic_axes={n: {1: "sequence"} for n in names + outputs}, device=device)
+        self.model_device = model_device(device, backend, torch)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:
@@ -234,9 +237,9 @@ class QuestionAnswering:
         torch = self._torch
         tensors = [torch.from_numpy(np.concatenate([getattr(f, name) for f in batch]))
                    for name in ("input_ids", "token_type_ids", "attention_mask")]
-        with torch.inference_mode():
-            start, end = self.model(*(t.to(self.device) for t in tensors))
-            start, end = start.float().cpu().numpy(), end.float().cpu().numpy()
+        with torch.inference_mode():  # copies to and from a GPU are part of inference
+            start, end = self.model_device.run(self.model, *tensors)
+            start, end = start.float().numpy(), end.float().numpy()
         out, row = [], 0
         for f in batch:
             out.append((f, start[row:row + f.windows], end[row:row + f.windows]))

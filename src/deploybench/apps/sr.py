@@ -20,6 +20,7 @@ import numpy as np
 
 from .backends import check_backend, prepare_model
 from .base import AppError, check_size, read_app_manifest, reading_input
+from .device import ModelDevice
 
 SAMPLE_RATE = 16_000
 N_MELS = 80
@@ -116,6 +117,8 @@ class SpeechRecognition:
         self.model: Any = None
         self.features: LogMel | None = None
         self.device = "cpu"
+        #: SR runs on the CPU only; its encoder still goes through the one infer helper
+        self.model_device = ModelDevice()
 
     def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
         from ..datasets.speech import SpeechSynthesisError, generate_speech
@@ -208,7 +211,7 @@ class SpeechRecognition:
         with torch.inference_mode():
             lengths = torch.tensor([f.shape[0] for f in batch], dtype=torch.long)
             features = torch.nn.utils.rnn.pad_sequence(list(batch), batch_first=True)
-            encoded, enc_lengths = self.encoder(features, lengths)
+            encoded, enc_lengths = self.model_device.run(self.encoder, features, lengths)
             config = model.config
             return greedy_decode(encoded, enc_lengths, self.predict, self.joint,
                                  model.initial_state(),

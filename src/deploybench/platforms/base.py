@@ -224,8 +224,10 @@ class PlatformBase:
     def scenario_problem(self, scenario: Scenario, host: "HostFacts") -> str | None:
         from ..scenario import Processor
 
-        if scenario.processor is Processor.GPU and not host.gpus:
-            return "no GPU on this host: use .../CPU"
+        if scenario.processor is Processor.GPU:
+            from ..gpu import gpu_scenario_problem  # no GPU, or torch without CUDA
+
+            return gpu_scenario_problem(host.gpus)
         return None
 
     def emulated(self, host: "HostFacts") -> bool:

@@ -531,7 +531,7 @@ class VirtualMachine(PlatformBase):
             if not host.gpus:
                 return "no GPU on this host: use .../CPU"
             return (f"{self.name} with a GPU needs VFIO passthrough, which deploybench does not "
-                    "set up yet: use .../CPU")
+                    "set up yet (README, GPUs: the VFIO host preparation): use .../CPU or CN")
         return None
 
     def doctor_checks(self, host: HostFacts) -> list[Check]:

@@ -75,6 +75,10 @@ def load(job: WorkerJob, started_wall: float) -> Loaded:
     if job.debug_hang_s:
         time.sleep(job.debug_hang_s)
     app = create_app(job.app)
+    if job.device != "cpu":  # the CUDA context is created now, and timed apart
+        from .gpu import start_cuda
+
+        timings["cuda_init_s"] = start_cuda(job.device)
     t = time.perf_counter()
     kwargs = {"device": job.device} if job.device != "cpu" else {}
     app.load(Path(job.data_dir), job.model_size, job.backend, job.threads, **kwargs)
@@ -144,6 +148,13 @@ def run_round(loaded: Loaded, job: WorkerJob) -> WorkerResult:
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             **env.counter_deltas(before, after),
         }
+        if job.device != "cpu":  # the GPU used and its memory in use after the round
+            from .gpu import cuda_environment
+
+            result.environment["gpu"] = cuda_environment(job.device)
+        if job.device != "cpu":  # the GPU used and its memory in use after the run
+            from .gpu import cuda_environment
+            result.environment["gpu"] = cuda_environment(job.device)
         over = [p for p in pools if (p.get("threads") or 0) > budget]
         if torch is not None and torch.get_num_threads() > budget:
             over.append({"api": "torch", "threads": torch.get_num_threads()})

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...host import CGROUP_ROOT, PREFIX
-from ...scenario import CpuMode, Scenario
+from ...scenario import CpuMode, Processor, Scenario
 from ...worker.channel import StreamChannel
 from ...worker.job import WorkerJob
 from ..base import (Check, CheckStatus, LaunchFacts, PlatformBase, PlatformError, PlatformOptions,
@@ -128,6 +128,14 @@ class Container(PlatformBase):
             except CgroupError as exc:
                 raise PlatformError(str(exc)) from None
         read_only = [*python_dirs(), prototype.data_dir, *self.extra_mounts]
+        gpu = None
+        if scenario.processor is Processor.GPU:  # device nodes + the driver's libraries
+            from ..gpu import nvidia_passthrough
+
+            gpu = nvidia_passthrough()
+            if gpu.problem:
+                raise PlatformError(f"no GPU for the container: {gpu.problem}")
+            read_only += gpu.library_dirs()
         job_path = folder / "job.json"
         args = worker_command(job_path, channel=channel,
                               channel_dir=folder if channel == "files" else None)
@@ -135,7 +143,7 @@ class Container(PlatformBase):
             container_id=f"{PREFIX}{uuid.uuid4().hex[:12]}", args=args,
             env=container_env(prototype.threads, self.extra_env), cwd=str(folder.resolve()),
             mounts=plan_mounts(read_only, str(folder)), limits=limits,
-            stderr=folder / "stderr.txt")
+            stderr=folder / "stderr.txt", gpu=gpu)
 
     def open(self, scenario: Scenario, setup: SessionSetup) -> "ContainerSession":
         return ContainerSession.launch(self, scenario, setup)

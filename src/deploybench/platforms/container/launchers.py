@@ -63,6 +63,7 @@ class ContainerSpec:
     mounts: list[BindMount]
     limits: CpuLimits
     stderr: Path  # the container's console (the worker's stderr)
+    gpu: Any = None  # a platforms.gpu.GpuPassthrough for CN/N/MODE/GPU, else None
 
     @property
     def cgroup_name(self) -> str:
@@ -198,7 +199,7 @@ class OciRuntime:
         become_subreaper()
         bundle = write_bundle(cid, dict(
             args=spec.args, env=spec.env, cwd=spec.cwd, hostname=cid, limits=spec.limits,
-            cgroups_path=f"/{spec.cgroup_name}", mems=host_mems()), spec.mounts)
+            cgroups_path=f"/{spec.cgroup_name}", mems=host_mems(), gpu=spec.gpu), spec.mounts)
         facts["bundle"] = str(bundle.path)
         worker_in, host_out = os.pipe()  # host writes jobs -> worker's stdin
         host_in, worker_out = os.pipe()  # worker's stdout -> host reads events
@@ -370,6 +371,8 @@ class EngineCli:
             args += ["--env", f"{key}={value}"]
         for m in spec.mounts:
             args += ["--volume", f"{m.source}:{m.destination}:{'ro' if m.readonly else 'rw'}"]
+        if spec.gpu is not None:  # the GPU: --gpus all (Docker), the nodes as --device (Podman)
+            args += spec.gpu.docker_args() if self.name == "docker" else spec.gpu.podman_args()
         return [*args, *target, *spec.args]
 
     def _docker_cgroup_driver(self) -> str:

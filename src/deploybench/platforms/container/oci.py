@@ -197,10 +197,11 @@ def host_mems() -> str:
 
 def oci_config(*, args: Sequence[str], env: dict[str, str], cwd: str, hostname: str,
                mounts: Sequence[BindMount], limits: CpuLimits, cgroups_path: str,
-               mems: str = "0", rootfs: str = "rootfs") -> dict[str, Any]:
-    """The container's ``config.json`` (OCI runtime spec 1.0)."""
+               mems: str = "0", rootfs: str = "rootfs", gpu: Any = None) -> dict[str, Any]:
+    """The container's ``config.json`` (OCI runtime spec 1.0). ``gpu``: a
+    :class:`platforms.gpu.GpuPassthrough` whose device nodes the container gets (CN/N/MODE/GPU)."""
     no_caps: list[str] = []
-    return {
+    config = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
@@ -246,6 +247,11 @@ def oci_config(*, args: Sequence[str], env: dict[str, str], cwd: str, hostname: 
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if gpu is not None:
+        from ..gpu import add_to_oci_config
+
+        add_to_oci_config(config, gpu)
+    return config
 
 
 @dataclass
