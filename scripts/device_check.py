@@ -358,24 +358,27 @@ def make_site(base_python: str, tmp: Path, wheels: Path | None, log: Log) -> tup
 
 # -- facts, plan, run, summarise -------------------------------------------------------------
 def host_view(doctor: dict, is_venv: bool, dry_run: bool) -> HostView:
-    checks = {c["name"]: c for c in doctor.get("checks", [])}
+    checks = {c["key"]: c for c in doctor.get("checks", [])}  # doctor --json's stable keys
 
-    def reason(name: str) -> str | None:
-        c = checks.get(name)
-        return None if c is None or c["ok"] else c["detail"]
-    torch_cuda = checks.get("torch cuda", {})
-    gpu_ok = bool(doctor.get("host", {}).get("gpus")) and bool(torch_cuda.get("ok"))
+    def works(c: dict) -> bool:
+        return c.get("status") in ("ok", "emulated")
+
+    def reason(key: str) -> str | None:
+        c = checks.get(key)
+        return None if c is None or works(c) else c["detail"]
+    torch_cuda = checks.get("torch_cuda", {})
+    gpu_ok = bool(doctor.get("host", {}).get("gpus")) and works(torch_cuda)
     if dry_run:
         gpu_ok = False
         gpu_reason = "dry run: no GPU here"
     else:
-        gpu_reason = reason("gpu") or reason("torch cuda") or "no usable GPU"
-    cn_reason = reason("platform CN") or reason("runtime runc")
+        gpu_reason = reason("gpu") or reason("torch_cuda") or "no usable GPU"
+    cn_reason = reason("platform.CN") or reason("runtime.runc")
     if cn_reason is None and not is_venv:
         cn_reason = "the site is not a venv, and a container's clean environment has no PYTHONPATH"
     return HostView(cores=int(doctor.get("host", {}).get("cores") or os.cpu_count() or 1),
                     gpu=(doctor["host"]["gpus"][0] if gpu_ok else None), gpu_reason=gpu_reason,
-                    bm_reason=reason("platform BM"), cn_reason=cn_reason)
+                    bm_reason=reason("platform.BM"), cn_reason=cn_reason)
 
 
 def kvm_and_cgroups(log: Log) -> list[str]:
@@ -513,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             log("  doctor printed no JSON: " + " | ".join(text.splitlines()[-3:]))
         (out / "doctor.json").write_text(json.dumps(doctor, indent=1))
         for check in doctor.get("checks", []):
-            log(f"  {'ok ' if check['ok'] else 'no '} {check['name']:<22} {check['detail']}")
+            log(f"  {check['status']:<8} {check['name']:<22} {check['detail']}")
         host = host_view(doctor, pythonpath is None, args.dry_run)
         log(f"  plan for {host.cores} cores, GPU: {host.gpu or 'none (' + host.gpu_reason + ')'}")
 

@@ -115,7 +115,7 @@ def test_doctor_lines_without_a_gpu_say_why():
                         proc_names=lambda: [])
     by_name = {c.name: c for c in checks}
     assert list(by_name) == ["gpu", "gpu driver", "torch cuda"]
-    assert not any(c.ok for c in checks)
+    assert not any(c.status.value == "ok" for c in checks)
     assert "GPU scenarios are unavailable" in by_name["gpu"].detail
     assert "CPU-only build" in by_name["torch cuda"].detail and "install.sh --gpu" in by_name["torch cuda"].detail
 
@@ -126,7 +126,7 @@ def test_doctor_lines_with_a_gpu_name_it_the_driver_and_what_torch_sees():
     checks = gpu_checks(smi, TorchBuild("2.13.0+cu128", "12.8"),
                         probe=lambda: TorchCuda(True, "torch 2.13.0+cu128 (CUDA 12.8) sees 2 GPU(s): NVIDIA H200"))
     by_name = {c.name: c for c in checks}
-    assert all(c.ok for c in checks)
+    assert all(c.status.value == "ok" for c in checks)
     assert "NVIDIA H200 (143771 MiB" in by_name["gpu"].detail
     assert by_name["gpu driver"].detail == "driver 570.86.15, CUDA 12.8"
     assert "sees 2 GPU(s)" in by_name["torch cuda"].detail
@@ -144,8 +144,9 @@ def test_a_driver_without_nvidia_smi_still_names_its_gpus(tmp_path):
                         TorchBuild("2.13.0+cu128", "12.8"), proc_names=lambda: ["NVIDIA H200"],
                         probe=lambda: TorchCuda(True, "torch 2.13.0+cu128 (CUDA 12.8) sees 1 GPU(s): NVIDIA H200"))
     by_name = {c.name: c for c in checks}
-    assert by_name["gpu"].ok and by_name["gpu"].detail.startswith("NVIDIA H200 (from /proc/driver/nvidia")
-    assert by_name["torch cuda"].ok
+    assert by_name["gpu"].status.value == "ok"
+    assert by_name["gpu"].detail.startswith("NVIDIA H200 (from /proc/driver/nvidia")
+    assert by_name["torch cuda"].status.value == "ok"
 
 
 def test_the_torch_probe_runs_in_a_child_and_reports_failures():
@@ -242,24 +243,23 @@ def test_gpu_environment_names_the_gpu_driver_cuda_and_memory_in_use(monkeypatch
     assert env["smi_memory_used_mib"] == 812 and env["cudnn_version"] == 91002
 
 
-def test_a_gpu_job_on_a_cpu_build_fails_in_one_line_with_the_fix(tmp_path, ic_data):
-    from deploybench.worker.__main__ import run_job
+def test_a_gpu_job_on_a_cpu_build_fails_to_load_in_one_line_with_the_fix(tmp_path, ic_data):
+    from deploybench.worker.__main__ import load
+    from deploybench.worker.gpu import CudaUnavailable
     from deploybench.worker.job import WorkerJob
 
     job = WorkerJob(app="ic", data_dir=str(ic_data), result_path=str(tmp_path / "r.json"),
                     device="cuda", requests=2)
-    result = run_job(job)
-    assert result.status == "error"
-    assert result.error.startswith("CudaUnavailable: torch 2.13.0+cpu is a CPU-only build")
-    assert "cuda_init_s" not in result.timings
+    with pytest.raises(CudaUnavailable, match="torch 2.13.0.cpu is a CPU-only build"):
+        load(job, 0.0)
 
 
 def test_gpu_scenarios_reach_the_worker_with_their_device_and_batch_size(tmp_path):
+    from deploybench.execute import RunSettings, build_job
     from deploybench.scenario import Scenario
-    from deploybench.sweep import RunSettings, build_job
 
     scenario = Scenario.parse("BM/4/PIN/GPU", app="ic", model_size="full", batch_size=8)
-    job = build_job(scenario, data_dir=tmp_path, run_dir=tmp_path, run_id="x", settings=RunSettings())
+    job = build_job(scenario, data_dir=tmp_path, settings=RunSettings())
     assert (job.device, job.batch_size, job.threads) == ("cuda", 8, 4)
 
 
