@@ -35,7 +35,7 @@ from .datasets.cache import home
 from .host import git_revision, host_facts, run_metadata
 from .platforms.base import LaunchError, Platform, PlatformError, RunOutcome, SessionSetup
 from .platforms.ledger import Ledger
-from .scenario import CpuMode, Processor, Scenario
+from .scenario import CpuMode, HostLoad, Processor, Scenario
 from .store import RunRecord
 from .warnings import WarningCode, warning
 from .worker.job import WorkerJob
@@ -221,8 +221,9 @@ class _Round:
         share = meter.other_share(cpu_ms, len(self.usable)) if contender.settings.busy_threshold > 0 else None
         if share is not None:
             host["other_cpu_share"] = round(share, 4)
-        extra += conditions.busy_warning(share, contender.settings.busy_threshold) \
-            if contender.settings.busy_threshold > 0 else []
+        if scenario.host_load is HostLoad.IDLE:  # a busy host of our own making is no warning
+            extra += conditions.busy_warning(share, contender.settings.busy_threshold) \
+                if contender.settings.busy_threshold > 0 else []
         if others:
             extra.append(warning(WarningCode.CONCURRENT_RUN,
                                  f"{len(others)} other deploybench session(s) were live on this host "

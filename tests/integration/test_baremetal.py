@@ -149,7 +149,7 @@ def test_run_then_show_json_from_the_command_line(tmp_path):
     run = _cli("run", "BM/1/PIN/CPU", "--app", "ic", "--model-size", "tiny", "--requests", "32",
                "--data-count", "8", "--repeat", "2", "--db", str(db))
     assert run.returncode == 0, run.stderr
-    assert run.stderr.count("BM/1/PIN/CPU") == 2  # one line per round, off a terminal too
+    assert run.stdout.count("BM/1/PIN/CPU · ic") == 2  # one line per round, off a terminal too
     shown = _cli("show", "--db", str(db), "--json")
     [row] = json.loads(shown.stdout)
     assert row["scenario"] == "BM/1/PIN/CPU" and len(row["affinity_cpus"]) == 1
