@@ -32,7 +32,8 @@ test-integration: install
 
 bench: install
 	$(PY) benchmarks/probe_effect.py
-	$(PY) benchmarks/adaptive_stop.py
+	$(PY) benchmarks/session_overhead.py --platforms BM,CN
+	$(PY) benchmarks/time_to_decision.py
 
 clean:
 	rm -rf demo-out test-artifacts .pytest_cache

@@ -1,12 +1,11 @@
-"""Container start and stop latency per runtime and engine, against bare metal, in one run.
+"""Container launch latency per runtime and engine, against bare metal, in one run.
 
-For each launcher (BM; CN through runc, crun, Docker, Podman where they work) it runs
-``CN/1/PIN/CPU`` (``BM/1/PIN/CPU``) with IC ``tiny`` a few times and prints the medians of:
-create, start and delete latency of the container (the runtime's own commands), cold start
-to the first timed query (launch -> LoadGen's first query: includes Python and torch
-imports and the model build), and stop (worker's last instruction -> container gone), with
-the ratio of the start latency to bare metal's. A private dockerd is started for the Docker
-rows when none answers (and stopped after).
+For each launcher (BM; CN through runc, crun, Docker, Podman where they work) it launches
+``CN/1/PIN/CPU`` (``BM/1/PIN/CPU``) with IC ``tiny`` a few times, one round each, and prints
+the medians of: create, start and delete latency of the container (the runtime's or the
+engine's own commands) and launch to a warm worker (``start_latency_s``: includes Python and
+torch imports and the model build), with its ratio to bare metal's. A private dockerd is
+started for the Docker rows when none answers (and stopped after).
 
     .venv/bin/python benchmarks/container_start.py [--repeat 3]
 """
@@ -20,14 +19,15 @@ import sys
 
 from deploybench.apps import create_app
 from deploybench.datasets.cache import ensure_data
+from deploybench.execute import BlockSet, Contender, RunSettings, run_block_set
+from deploybench.host import host_facts
 from deploybench.platforms.base import PlatformError, PlatformOptions
 from deploybench.platforms.baremetal import BareMetal
 from deploybench.platforms.container import Container
-from deploybench.platforms.engines import DockerEngine, private_dockerd
+from deploybench.platforms.container.launchers import EngineCli, private_dockerd
 from deploybench.scenario import Scenario
-from deploybench.sweep import RunSettings, run_one
 
-KEYS = ("create_s", "start_s", "delete_s", "start_latency_s", "stop_latency_s")
+KEYS = ("create_s", "start_s", "start_latency_s")
 
 
 def main() -> int:
@@ -44,7 +44,7 @@ def main() -> int:
         launchers.append((f"CN {engine}", "CN/1/PIN/CPU",
                           lambda e=engine: Container(PlatformOptions(engine=e))))
     with contextlib.ExitStack() as stack:
-        if DockerEngine().problem():
+        if EngineCli("docker").problem():
             try:
                 os.environ["DOCKER_HOST"] = stack.enter_context(private_dockerd())
             except PlatformError as exc:
@@ -53,13 +53,13 @@ def main() -> int:
         for rep in range(args.repeat):  # interleaved, so host drift hits every launcher alike
             for label, name, make in launchers:
                 platform = make()
-                reason = getattr(platform, "backend", lambda: None)()
-                problem = reason.problem() if reason is not None else None
+                problem = platform.unavailable_reason(host_facts())
                 if problem:
                     rows.setdefault(label, {})["skipped"] = problem  # type: ignore[assignment]
                     continue
                 scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=args.requests)
-                record = run_one(scenario, platform, data_dir=data, settings=RunSettings(timeout_s=300))
+                contender = Contender(scenario, platform, data, RunSettings(timeout_s=300, busy_threshold=0))
+                (record,) = run_block_set(BlockSet((contender,), blocks=1), lambda r: None).records
                 if record.status != "ok":
                     print(f"{label}: {record.status}: {record.error}", file=sys.stderr)
                     continue
@@ -68,17 +68,16 @@ def main() -> int:
                         rows.setdefault(label, {}).setdefault(key, []).append(record.platform[key])
     bm = statistics.median(rows["BM"]["start_latency_s"]) if rows.get("BM", {}).get("start_latency_s") else None
     print(f"median of {args.repeat} runs, seconds (IC tiny, 1 pinned core)")
-    print(f"{'launcher':<11} {'create':>7} {'start':>7} {'delete':>7} {'to 1st query':>13} {'stop':>7} {'start/BM':>9}")
+    print(f"{'launcher':<11} {'create':>7} {'start':>7} {'to warm worker':>14} {'launch/BM':>9}")
     for label, values in rows.items():
         if "skipped" in values:
             print(f"{label:<11} skipped: {values['skipped']}")
             continue
         med = {k: statistics.median(v) for k, v in values.items() if v}
-        cells = [f"{med[k]:7.3f}" if k in med else f"{'-':>7}" for k in ("create_s", "start_s", "delete_s")]
+        cells = [f"{med[k]:7.3f}" if k in med else f"{'-':>7}" for k in ("create_s", "start_s")]
         first = med.get("start_latency_s")
         ratio = f"{first / bm:9.2f}" if first and bm else f"{'-':>9}"
-        print(f"{label:<11} {' '.join(cells)} {first if first is None else f'{first:13.3f}'} "
-              f"{med.get('stop_latency_s', float('nan')):7.3f} {ratio}")
+        print(f"{label:<11} {' '.join(cells)} {f'{first:14.3f}' if first else f'{chr(45):>14}'} {ratio}")
     return 0
 
 

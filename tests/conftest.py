@@ -52,3 +52,37 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if f"{os.sep}integration{os.sep}" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+# -- measuring real platforms (integration tests) -------------------------------------------
+def measure(scenario, platform, data_dir, *, rounds: int = 1, launches: int = 1, warmup: int = 0,
+            timeout_s: float = 300, store=None):
+    """``rounds`` rounds of ``scenario`` on ``platform`` over ``launches`` launches, as the
+    CLI measures them (execute.run_block_set); the records (stored in ``store`` if given)."""
+    from deploybench.execute import BlockSet, Contender, RunSettings, run_block_set
+
+    contender = Contender(scenario, platform, data_dir, RunSettings(timeout_s=timeout_s, busy_threshold=0))
+    sink = store.add if store is not None else (lambda record: None)
+    records = []
+    for epoch in range(launches):
+        out = run_block_set(BlockSet((contender,), blocks=rounds, warmup_rounds=warmup, epoch=epoch), sink)
+        records += out.records
+    return records
+
+
+def open_session(scenario, platform, data_dir, *, timeout_s: float = 300, **prototype_changes):
+    """A session of ``scenario`` (close it: it is a context manager); ``prototype_changes``
+    change the job the worker loads (e.g. debug_hang_s)."""
+    from deploybench.datasets.cache import home
+    from deploybench.execute import RunSettings, build_job
+    from deploybench.platforms.base import SessionSetup
+    from deploybench.platforms.ledger import Ledger
+
+    job = build_job(scenario, data_dir=data_dir, settings=RunSettings()).with_(**prototype_changes)
+    return platform.open(scenario, SessionSetup(job, home() / "runs", Ledger(), launch_timeout_s=timeout_s))
+
+
+def round_job(scenario, data_dir, **changes):
+    from deploybench.execute import RunSettings, build_job
+
+    return build_job(scenario, data_dir=data_dir, settings=RunSettings()).with_(**changes)

@@ -1,4 +1,10 @@
-"""The `deploybench` command line. Imports are lazy: `deploybench --help` loads no torch."""
+"""The `deploybench` command line. Imports are lazy: `deploybench --help` loads no torch.
+
+Errors are for people: every usage error (typer/click) and every user error becomes one
+line on stderr, exit status 2 (``OneLineErrors``, ``friendly``). `run` and `sweep` share
+one set of platform and workload options, defined once below, and one validation
+(``platforms.check_platform_flags``), so a flag one refuses the other refuses the same way.
+"""
 from __future__ import annotations
 
 import functools
@@ -6,32 +12,234 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+from .datasets import DEFAULT_DATA_COUNT  # stdlib only: --help stays light
+
+
+def _click_exceptions() -> Any:
+    """click's exception classes as typer raises them (typer >= 0.2x vendors its own click)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer: plain click
+        from click import exceptions
+    return exceptions
+
+
+def _bad_value(exc: BaseException) -> Any:
+    """The value a bad parameter was given, when the error carries it."""
+    cause = exc.__cause__
+    errors = getattr(cause, "errors", None)
+    if callable(errors):
+        try:
+            return errors()[0].get("input")
+        except Exception:  # noqa: BLE001 - only a detail of the message
+            return None
+    return None
+
+
+def usage_error_line(exc: BaseException) -> str:
+    """A typer/click usage error as one line naming the fix (``--requests must be >= 1``)."""
+    errors = _click_exceptions()
+    param = getattr(exc, "param", None)
+    message = " ".join(line.strip() for line in exc.format_message().splitlines() if line.strip())
+    name = None
+    if param is not None:
+        opts = [o for o in (getattr(param, "opts", None) or []) if o.startswith("-")]
+        name = (max(opts, key=len) if opts else getattr(param, "metavar", None)
+                or (getattr(param, "human_readable_name", None) or getattr(param, "name", None) or "").upper())
+    path = exc.ctx.command_path.split() if getattr(exc, "ctx", None) is not None else []
+    command = " ".join(["deploybench", *path[1:]])  # whatever name the program was called by
+    if isinstance(exc, errors.MissingParameter) and name:
+        return f"missing {name} (see `{command} --help`)"
+    if isinstance(exc, errors.BadParameter) and name:
+        text = (getattr(exc, "message", None) or message).strip().rstrip(".")
+        got = _bad_value(exc)
+        low, high = getattr(param, "min", None), getattr(param, "max", None)
+        kind = getattr(param, "type", None)
+        if low is None and high is None and kind is not None:
+            low, high = getattr(kind, "min", None), getattr(kind, "max", None)
+        ranged = any(w in text for w in ("greater than", "less than", "not in the range"))
+        if ranged and (low is not None or high is not None):
+            if got is None and "not in the range" in text:
+                got = text.split(" is not in the range")[0].split(":")[-1].strip()
+            bound = " and ".join(b for b in (low is not None and f">= {low}",
+                                             high is not None and f"<= {high}") if b)
+            return f"{name} must be {bound}" + (f" (got {got})" if got is not None else "")
+        text = text[:1].lower() + text[1:]
+        if text.startswith("must be"):
+            return f"{name} {text}"
+        return f"{name}: {text}" + (f" (got {got!r})" if got is not None else "")
+    text = message.rstrip(".")
+    return f"{text[:1].lower() + text[1:]} (see `{command} --help`)"
+
+
+class OneLineErrors(TyperGroup):
+    """The command group: usage errors become one line on stderr (exit 2), for every
+    command at once, instead of a boxed usage text or a traceback."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        errors = _click_exceptions()
+        help_only = getattr(errors, "NoArgsIsHelpError", ())
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except help_only as exc:  # `deploybench` alone: the help, not an error
+            typer.echo(exc.format_message())
+            code = 0
+        except errors.ClickException as exc:
+            typer.echo(f"error: {usage_error_line(exc)}", err=True)
+            code = exc.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
                   help="Measure the end-to-end inference time of deep-learning apps on bare "
                        "metal, containers, VMs, micro-VMs and containers in VMs.")
 
-DB_OPTION = typer.Option("deploybench.db", "--db", help="result store (SQLite file)")
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .host import git_revision
+
+        typer.echo(f"deploybench {__version__} (git {git_revision()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print the version and git revision, then exit")] = False) -> None:
+    """Measure the end-to-end inference time of deep-learning apps on bare metal,
+    containers, VMs, micro-VMs and containers in VMs."""
+    reap_dead_sessions()
+
+
+def reap_dead_sessions() -> None:
+    """Every command starts by reaping what dead deploybench processes left running (the
+    sessions ledger: platforms/ledger.py), saying so in one line each."""
+    from .platforms.ledger import reap_dead
+
+    try:
+        for reaped in reap_dead():
+            typer.echo(reaped.describe(), err=True)
+    except OSError as exc:  # an unreadable ledger must not stop the command
+        typer.echo(f"warning: could not read the sessions ledger: {exc}", err=True)
+
+
+def refuse_concurrent(allow: bool) -> None:
+    """A measurement never runs silently beside another one on this host."""
+    from .platforms.base import PlatformError
+    from .platforms.ledger import Ledger
+
+    others = Ledger().live_others()
+    if others and not allow:
+        first = others[0]
+        raise PlatformError(f"another deploybench session is measuring on this host: {first.platform} "
+                            f"{first.describe()}{f' and {len(others) - 1} more' if len(others) > 1 else ''}: "
+                            "wait for it, or pass --allow-concurrent (its runs get a concurrent_run warning)")
+
+
+def _positive(value: Optional[float]) -> Optional[float]:
+    """Option callback: a number that must be > 0 (typer has no open ranges)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"must be > 0 (got {value:g})")
+    return value
+
+
+def _sizes_help() -> str:
+    from .apps import BUILTIN_SIZES
+
+    listed = "; ".join(f"{app} {'|'.join(sizes)}" for app, sizes in BUILTIN_SIZES.items())
+    return f"model size (default: the app's first): {listed}"
+
+
+# -- options, defined once: run and sweep share the platform and workload ones ------------------
+DbOption = Annotated[Path, typer.Option("--db", help="result store (SQLite file)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the summaries as JSON "
+                                          "(progress lines go to stderr)")]
+RuntimeOption = Annotated[str, typer.Option("--runtime", help="OCI runtime for CN and VMCN: runc or crun")]
+EngineOption = Annotated[Optional[str], typer.Option(
+    "--engine", help="CN through an engine: docker or podman (default: the runtime directly)")]
+AccelOption = Annotated[str, typer.Option(
+    "--accel", help="VM accelerator: auto (KVM when a boot probe shows it works, else TCG), kvm or tcg")]
+KernelOption = Annotated[Optional[str], typer.Option(
+    "--kernel", help="guest kernel for VM/MVM/VMCN (default: the prepared Debian kernel)")]
+InitrdOption = Annotated[Optional[str], typer.Option(
+    "--initrd", help="guest initramfs for VM/MVM/VMCN (with --kernel)")]
+TimeoutOption = Annotated[Optional[float], typer.Option(
+    "--timeout", callback=_positive,
+    help="seconds before a run is killed (run: 900; sweep: the study's timeout_s)")]
+AllowConcurrentOption = Annotated[bool, typer.Option(
+    "--allow-concurrent", help="measure even while another deploybench session is live on this "
+                               "host (every run then carries a concurrent_run warning)")]
+AppOption = Annotated[Optional[str], typer.Option(
+    "--app", help="the app: ic, sr, nlp, rs, or module:Class for your own (on PYTHONPATH); "
+                  "run: default ic; sweep: only this app of the study")]
+
+#: options of `run` that `sweep` does not take, and why (a unit test keeps this table true)
+RUN_ONLY_OPTIONS: dict[str, str] = {
+    "--model-size": "a study lists its model_sizes (per app)",
+    "--backend": "a study sets its backend",
+    "--requests": "a study sets requests (per app, per platform in overrides)",
+    "--repeat": "a study races: it measures until every decision is made ([stopping])",
+    "--launches": "a study launches epoch by epoch, as its decisions need ([stopping])",
+    "--fresh": "a study launches epoch by epoch, as its decisions need ([stopping])",
+    "--warmup": "a study sets [stopping] warmup_rounds",
+    "--loadgen-scenario": "a study sets loadgen_scenario",
+    "--batch-size": "a study sets batch_size",
+    "--inference-only": "a study sets inference_only",
+    "--target-qps": "Server load of a one-off run; studies use Offline by default",
+    "--data-count": "a study sets data_count",
+    "--seed": "a study sets its seed (data set, worker and run order)",
+    "--cpus": "explicit cores fit one scenario; a study has many core counts",
+}
+
+
+def platform_options(*, runtime: str, engine: str | None, accel: str, kernel: str | None,
+                     initrd: str | None, cpus: str | None = None) -> Any:
+    """The PlatformOptions the flags ask for (the same for run and sweep)."""
+    from .platforms.base import PlatformOptions
+    from .scenario import parse_cpu_list
+
+    return PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None, accel=accel,
+                           kernel=kernel, initrd=initrd, runtime=runtime, engine=engine)
+
+
+class CliError(RuntimeError):
+    """Bad input found by the command line itself; one line for people."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
+    from .datasets import DataSetError
     from .export import ExportError
+    from .reference import ReferenceError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
+    from .reference import ReferenceError
     from .scenario import ScenarioError
     from .store import StoreError
     from .study import StudyError
 
-    return (AppError, ExportError, PlatformError, CgroupError, ScenarioError, StoreError, StudyError,
-            FileNotFoundError)
+    return (AppError, CliError, DataSetError, ExportError, PlatformError, CgroupError, ReferenceError,
+            ScenarioError, StoreError, StudyError, FileNotFoundError)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Errors for people: one line on stderr and exit status 2, never a traceback."""
+    """Errors for people: one line on stderr and exit status 2, never a traceback. A run
+    measured but not stored (its record is in a recovery file) exits 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,9 +251,17 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo("interrupted: runs finished so far are stored", err=True)
             raise typer.Exit(130)
         except Exception as exc:  # noqa: BLE001 - filtered just below
+            import sqlite3
+
             if isinstance(exc, _user_errors()):
+                from .store import UnsavedRunError
+
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 typer.echo(f"error: {message}", err=True)
+                raise typer.Exit(1 if isinstance(exc, UnsavedRunError) else 2)
+            if isinstance(exc, sqlite3.Error):  # a store failing after it was opened
+                typer.echo(f"error: the store failed while in use ({exc}): if it is damaged, "
+                           "restore it from a copy", err=True)
                 raise typer.Exit(2)
             raise
 
@@ -71,7 +287,7 @@ def print_table(summaries: list[Any]) -> None:
     for s in summaries:
         ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
         basis = "" if s.ci_basis == "runs" else "*"
-        name = s.scenario + (f" {getattr(s, 'conditions', '')}" if getattr(s, "conditions", "") else "")
+        name = s.scenario + (f" {s.conditions}" if s.conditions else "")
         if s.accel not in ("native", "kvm"):
             name += f" ({s.accel.upper()})"  # emulated: never to be read as a native figure
         table.add_row(name, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
@@ -86,75 +302,48 @@ def print_table(summaries: list[Any]) -> None:
 
 def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[Any]:
     """Parse and check every scenario before running any (one-line errors)."""
-    from .platforms import create_platform, implemented
-    from .platforms.base import PlatformError
-    from .scenario import Scenario
     from .host import host_facts
-
+    from .platforms import check_platform_flags, create_platform, implemented
+    from .platforms.base import PlatformError
     from .platforms.cpu import limits_for
-    from .scenario import CpuMode
+    from .scenario import CpuMode, Scenario
 
     facts = host_facts()
-    if options.engine not in (None, "docker", "podman"):
-        raise PlatformError(f"unknown container engine {options.engine!r}: use docker or podman, "
-                            "or leave --engine out to use the OCI runtime directly")
-    for what, path in (("guest kernel", options.kernel), ("guest initrd", options.initrd)):
-        if path and not Path(path).is_file():
-            raise PlatformError(f"{what} {path} does not exist: pass a file, or leave it out "
-                                "to use the prepared one (`deploybench prepare vm`)")
+    parsed = [Scenario.parse(name, **workload) for name in names]
+    check_platform_flags(options, [s.platform for s in parsed], facts)
     out = []
-    for name in names:
-        scenario = Scenario.parse(name, **workload)
+    for scenario in parsed:
         scenario.check_fits(facts.cores)
         if options.pin_cpus and scenario.cpu_mode is CpuMode.PIN:
             limits_for(scenario.cores, True, list(options.pin_cpus))  # one-line CgroupError
         if not implemented(scenario.platform):
             raise PlatformError(f"{scenario.name}: platform {scenario.platform.value} is not available in this version")
         platform = create_platform(scenario.platform, options)
-        reason = platform.unavailable_reason(facts)
-        if reason is None and hasattr(platform, "scenario_problem"):
-            reason = platform.scenario_problem(scenario, facts)
+        reason = platform.unavailable_reason(facts) or platform.scenario_problem(scenario, facts)
         if reason:
             raise PlatformError(f"{scenario.name} cannot run here: {reason}")
         out.append((scenario, platform))
     return out
 
 
-@app.command()
-@friendly
-def run(
-    scenarios: List[str] = typer.Argument(..., help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/2/PIN/CPU"),
-    app_name: str = typer.Option("ic", "--app", help="ic, nlp, ..., or module:Class for your own app (on PYTHONPATH)"),
-    model_size: Optional[str] = typer.Option(None, "--model-size", help="model size (default: the app's paper-like size)"),
-    backend: Optional[str] = typer.Option(None, "--backend", help="inference backend: torch or onnxruntime (default: the app's first)"),
-    requests: int = typer.Option(32, "--requests", min=1, help="requests per run"),
-    repeat: int = typer.Option(1, "--repeat", min=1, help="runs per scenario (interleaved)"),
-    loadgen_scenario: str = typer.Option("Offline", "--loadgen-scenario", help="Offline, SingleStream or Server"),
-    batch_size: int = typer.Option(1, "--batch-size", min=1),
-    inference_only: bool = typer.Option(False, "--inference-only", help="time the model only (DLBS-style)"),
-    target_qps: float = typer.Option(10.0, "--target-qps", help="Server scenario arrival rate"),
-    data_count: int = typer.Option(64, "--data-count", min=1, help="input files in the data set"),
-    cpus: Optional[str] = typer.Option(None, "--cpus", help="cores for PIN scenarios, e.g. 2,3"),
-    timeout: float = typer.Option(900.0, "--timeout", help="seconds before a run is killed"),
-    db: Path = DB_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="print the summaries as JSON"),
-    accel: str = typer.Option("auto", "--accel", help="VM accelerator: auto (KVM if a boot probe works), kvm, tcg"),
-    kernel: Optional[str] = typer.Option(None, "--kernel", help="guest kernel for VM/MVM/VMCN (default: prepared Debian kernel)"),
-    initrd: Optional[str] = typer.Option(None, "--initrd", help="guest initramfs for VM/MVM/VMCN (with --kernel)"),
-    runtime: str = typer.Option("runc", "--runtime", help="OCI runtime for CN: runc or crun"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="CN through an engine: docker or podman (default: the runtime directly)"),
-) -> None:
-    """Run scenarios now and store every run."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def _only_app(records: list[Any], app_name: Optional[str], db: Path) -> list[Any]:
+    """The runs of ``app_name`` (all without it); an app the store has no runs of is an
+    error naming the apps it has."""
+    if not app_name:
+        return records
+    picked = [r for r in records if r.scenario.app == app_name]
+    if not picked:
+        apps = sorted({r.scenario.app for r in records})
+        has = (f"it has runs of {', '.join(apps)} (e.g. --app {apps[0]})" if apps else
+               "it has no runs yet")
+        raise CliError(f"no runs of app {app_name!r} in {db}: {has}")
+    return picked
 
+
+def _workload(app_name: str, model_size: Optional[str], backend: Optional[str]) -> tuple[type, str, str]:
+    """The app class, its model size and backend, checked (one-line errors)."""
     from .apps import resolve_app_class
     from .apps.base import AppError
-    from .datasets.cache import ensure_data
-    from .findings import summarize
-    from .platforms.base import PlatformOptions
-    from .scenario import parse_cpu_list
-    from .store import Store
-    from .sweep import RunSettings, run_and_store
 
     app_cls = resolve_app_class(app_name)
     size = model_size or app_cls.sizes[0]
@@ -164,67 +353,117 @@ def run(
     backend = backend or (backends[0] if backends else "torch")
     if backends is not None and backend not in backends:
         raise AppError(f"app {app_name!r} has no backend {backend!r}: use one of {', '.join(backends)}")
-    workload = dict(app=app_name, model_size=size, backend=backend, requests=requests,
+    return app_cls, size, backend
+
+
+@app.command()
+@friendly
+def run(
+    scenarios: Annotated[List[str], typer.Argument(
+        metavar="SCENARIO...", help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/2/PIN/CPU")],
+    app_name: AppOption = "ic",
+    model_size: Annotated[Optional[str], typer.Option("--model-size", help=_sizes_help())] = None,
+    backend: Annotated[Optional[str], typer.Option(
+        "--backend", help="inference backend: torch or onnxruntime (default: the app's first)")] = None,
+    requests: Annotated[int, typer.Option("--requests", min=1, help="requests per round (one stored run)")] = 32,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="measured rounds (stored runs) per "
+                                        "scenario, interleaved in blocks")] = 1,
+    launches: Annotated[Optional[int], typer.Option(
+        "--launches", min=1, help="independent launches the rounds are spread over "
+                                  "(default: min(repeat, 3))")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="a fresh launch for every round "
+                                        "(--launches = --repeat)")] = False,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="warm-up rounds per launch first "
+                                        "(stored with status warmup, never averaged)")] = 0,
+    loadgen_scenario: Annotated[str, typer.Option("--loadgen-scenario", help="Offline, SingleStream or Server")] = "Offline",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="requests per inference batch")] = 1,
+    inference_only: Annotated[bool, typer.Option("--inference-only", help="time the model only (DLBS-style)")] = False,
+    target_qps: Annotated[float, typer.Option("--target-qps", callback=_positive,
+                                              help="Server scenario arrival rate")] = 10.0,
+    data_count: Annotated[int, typer.Option("--data-count", min=1, help="input files in the data set")] = DEFAULT_DATA_COUNT,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the data set, the worker and the "
+                                      "order of rounds in each block")] = 0,
+    cpus: Annotated[Optional[str], typer.Option("--cpus", help="cores for PIN scenarios, e.g. 2,3")] = None,
+    timeout: TimeoutOption = 900.0,
+    db: DbOption = Path("deploybench.db"),
+    as_json: JsonOption = False,
+    accel: AccelOption = "auto",
+    kernel: KernelOption = None,
+    initrd: InitrdOption = None,
+    runtime: RuntimeOption = "runc",
+    engine: EngineOption = None,
+    allow_concurrent: AllowConcurrentOption = False,
+) -> None:
+    """Run scenarios now: --repeat rounds each over --launches warm launches, in blocks (one
+    round of every scenario, in a fresh random order); store every round, failures too."""
+    from .datasets.cache import ensure_data
+    from .execute import BlockSet, Contender, RunSettings, run_block_set
+    from .findings import summarize
+    from .progress import RunProgress
+    from .store import FAILED_STATUSES, Store
+
+    # plan
+    app_cls, size, backend = _workload(app_name or "ic", model_size, backend)
+    workload = dict(app=app_name or "ic", model_size=size, backend=backend, requests=requests,
                     loadgen_scenario=loadgen_scenario, batch_size=batch_size,
                     inference_only=inference_only)
-    options = PlatformOptions(pin_cpus=tuple(parse_cpu_list(cpus)) if cpus else None,
-                              accel=accel, kernel=kernel, initrd=initrd,
-                              runtime=runtime, engine=engine)
+    options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
+                               initrd=initrd, cpus=cpus)
     planned = _validate(scenarios, workload, options)
+    n_launches = repeat if fresh else min(launches or min(repeat, 3), repeat)
+    per_launch = [repeat // n_launches + (1 if i < repeat % n_launches else 0) for i in range(n_launches)]
     store = Store(db)
-    data_dir = ensure_data(app_cls(), data_count, 0)
-    settings = RunSettings(timeout_s=timeout, server_target_qps=target_qps)
+    store.check_writable()  # refuse now, not after measuring
+    refuse_concurrent(allow_concurrent)
+    data_dir = ensure_data(app_cls(), data_count, seed)
+    settings = RunSettings(timeout_s=timeout or 900.0, server_target_qps=target_qps, seed=seed)
+    contenders = tuple(Contender(s, p, data_dir, settings) for s, p in planned)
+    # execute and store
     records = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=True, disable=as_json) as progress:
-        task = progress.add_task("running", total=len(planned) * repeat)
-        for rep in range(repeat):
-            for scenario, platform in planned:
-                progress.update(task, description=f"{scenario.name} {scenario.app} #{rep + 1}")
-                record = run_and_store(scenario, platform, store, data_dir=data_dir,
-                                       settings=settings, repetition=rep)
-                records.append(record)
-                if record.status != "ok":
-                    progress.console.print(f"[red]{scenario.name} {record.status}[/red]: {record.error}")
-                progress.advance(task)
-    summaries = summarize(records)
+    with RunProgress(total=len(planned) * (n_launches * warmup + repeat),
+                     stream=sys.stderr if as_json else sys.stdout) as progress:
+        def on_run(contender: Any, record: Any) -> None:
+            records.append(record)
+            progress.on_run(record)
+
+        for epoch, blocks in enumerate(per_launch):
+            run_block_set(BlockSet(contenders, blocks=blocks, warmup_rounds=warmup, epoch=epoch,
+                                   seed=seed, allow_concurrent=allow_concurrent),
+                          store.keep, on_run=on_run)
+    # summarise
+    measured = [r for r in records if r.status != "warmup"]
+    summaries = summarize(measured)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
     elif summaries:
         print_table(summaries)
-    failed = [r for r in records if r.status != "ok"]
+    failed = [r for r in measured if r.status in FAILED_STATUSES]
     if failed:
-        typer.echo(f"{len(failed)} of {len(records)} runs failed (stored with their reasons)", err=True)
+        typer.echo(f"{len(failed)} of {len(measured)} runs failed (stored with their reasons)", err=True)
         raise typer.Exit(1)
 
 
 @app.command()
 @friendly
 def show(
-    db: Path = DB_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="a list of JSON objects"),
-    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
+    db: DbOption = Path("deploybench.db"),
+    as_json: Annotated[bool, typer.Option("--json", help="a list of JSON objects")] = False,
+    app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
 ) -> None:
     """One line per scenario: runs, mean E2E with 95% CI, percentiles, phases, warnings."""
-    from .findings import summarize
+    from .findings import failures, summarize
     from .store import Store
 
-    if not db.exists():
-        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
-    store = Store(db)
-    records = store.runs()
-    if app_name:
-        records = [r for r in records if r.scenario.app == app_name]
+    store = Store(db, readonly=True)
+    records = _only_app(store.runs(), app_name, db)
     summaries = summarize(records)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
         return
     if not summaries:
-        typer.echo(f"no successful runs in {db}")
+        typer.echo(f"no successful runs in {db}" + (f" for app {app_name}" if app_name else ""))
     else:
         print_table(summaries)
-    from .findings import failures
-
     failed = failures(records)
     if failed:
         typer.echo(f"{len(failed)} failed runs: " + "; ".join(
@@ -235,7 +474,7 @@ def show(
 def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[str] = None) -> None:
     """Outlier runs (MAD, reported not dropped) and why each study scenario stopped."""
     for s in summaries:
-        for o in getattr(s, "outlier_runs", []):
+        for o in s.outlier_runs:
             typer.echo(f"outlier run: {s.label} run #{o['repetition']} ({o['run_id'][:8]}) "
                        f"mean {o['e2e_mean_ms']:.2f} ms (kept in the mean)")
     stops = store.stops(study)
@@ -247,7 +486,7 @@ def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[
         from .scenario import Scenario
 
         for stop in stops:
-            if stop["reason"] in ("failing", "max_runs", "time_budget"):
+            if stop["reason"] in ("failing", "max_launches", "time_budget", "budget"):
                 label = Scenario.from_json(json.loads(stop["scenario_key"])).label
                 typer.echo(f"  {stop['study']}: {label} {stop['reason']}: {stop['detail']}")
 
@@ -255,82 +494,114 @@ def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[
 @app.command()
 @friendly
 def sweep(
-    study_path: Path = typer.Argument(..., metavar="STUDY.toml", help="a study file (see studies/)"),
-    db: Path = DB_OPTION,
-    plan: bool = typer.Option(False, "--plan", help="print the scenarios, skips and an estimated "
-                              "duration; run nothing"),
-    runtime: str = typer.Option("runc", "--runtime", help="OCI runtime for CN/VMCN: runc or crun"),
-    accel: str = typer.Option("auto", "--accel", help="VM accelerator: auto (KVM when a boot probe "
-                              "shows it works, else TCG), kvm or tcg"),
+    study_path: Annotated[Path, typer.Argument(metavar="STUDY.toml", help="a study file (see studies/)")],
+    db: DbOption = Path("deploybench.db"),
+    plan: Annotated[bool, typer.Option("--plan", help="print the groups of compared scenarios, "
+                                       "skips, the budget and an estimated duration; run nothing")] = False,
+    budget: Annotated[Optional[str], typer.Option(
+        "--budget", help="wall time for the whole sweep, e.g. 10m, 1h, 90s: when it runs out, "
+                         "the sweep says which pairs are still undecided")] = None,
+    app_name: AppOption = None,
+    timeout: TimeoutOption = None,
+    as_json: JsonOption = False,
+    accel: AccelOption = "auto",
+    kernel: KernelOption = None,
+    initrd: InitrdOption = None,
+    runtime: RuntimeOption = "runc",
+    engine: EngineOption = None,
+    allow_concurrent: AllowConcurrentOption = False,
 ) -> None:
-    """Run a study: its scenario matrix, repeated adaptively until each mean is known to the
-    target precision. Interrupted? Run it again with the same --db: only what is missing runs."""
+    """Run a study: each group of compared scenarios in launch epochs of interleaved blocks,
+    racing until every decision the report needs is made or the budget is spent.
+    Interrupted? Run it again with the same --db: only what is missing runs."""
+    import dataclasses
     import time
 
     from .apps import create_app
     from .datasets.cache import ensure_data
     from .findings import summarize
-    from .planning import format_duration, plan_lines, plan_study, vms_native
+    from .host import host_facts
+    from .planning import format_duration, parse_duration, plan_lines, plan_study, vms_native
+    from .platforms import check_platform_flags
+    from .progress import RunProgress
+    from .scenario import PlatformName
     from .store import Store
     from .study import load_study
-    from .sweep import run_sweep
-    from .host import host_facts
+    from .sweep import group_state, make_groups, plan_group, run_sweep, undecided_text
 
-    from .platforms.base import PlatformOptions
-
+    say = functools.partial(typer.echo, err=as_json)  # with --json, stdout is the JSON only
+    # plan
+    budget_s = parse_duration(budget) if budget else None
     study = load_study(study_path)
-    options = PlatformOptions(runtime=runtime, accel=accel)
+    options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
+                               initrd=initrd)
+    check_platform_flags(options, [PlatformName(p) for p in study.model.platforms], host_facts())
     kvm = vms_native(host_facts(), options)
     planned = plan_study(study, host_facts(), kvm=kvm, options=options)
-    store = Store(db) if (not plan or db.exists()) else None
-    lines, low, high = plan_lines(study, planned, store, kvm=kvm)
+    if app_name:
+        apps = sorted({p.scenario.app for p in planned})
+        if app_name not in apps:
+            raise CliError(f"study {study.name} has no app {app_name!r}: its apps are "
+                           f"{', '.join(apps)} (--app picks one of them)")
+        planned = [p for p in planned if p.scenario.app == app_name]
+    if timeout is not None:
+        planned = [dataclasses.replace(p, settings=dataclasses.replace(p.settings, timeout_s=timeout))
+                   for p in planned]
     if plan:
-        typer.echo("\n".join(lines))
+        store = Store(db, readonly=True) if db.exists() else None
+    else:
+        store = Store(db)
+        store.check_writable()  # refuse now, not after measuring
+    lines, low, high = plan_lines(study, planned, store, kvm=kvm, budget_s=budget_s)
+    if plan:
+        say("\n".join(lines))
         return
-    typer.echo(lines[0])
-    typer.echo(lines[-1])
-    for app_name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
-        ensure_data(create_app(app_name), study.model.data_count, study.seed)
+    refuse_concurrent(allow_concurrent)
+    say(lines[0])
+    say(lines[-1])
+    for name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
+        ensure_data(create_app(name), study.model.data_count, study.seed)
     skipped: dict[str, int] = {}
     for p in planned:
         if p.skip_reason is not None:
             skipped[p.skip_reason] = skipped.get(p.skip_reason, 0) + 1
     for reason, n in skipped.items():
-        typer.echo(f"skip {n} scenario{'s' if n > 1 else ''}: {reason} (--plan lists them)")
-    count = [0]
+        say(f"skip {n} scenario{'s' if n > 1 else ''}: {reason} (--plan lists them)")
+    # execute and store
     began = time.time()
+    with RunProgress(stream=sys.stderr if as_json else sys.stdout) as progress:
+        def on_epoch(group: Any, gplan: Any, epoch: int) -> None:
+            progress.note(f"epoch {epoch + 1} of {group.label}: {len(gplan.active)} scenario(s) x "
+                          f"{gplan.blocks} blocks; {len(gplan.pending)} decision(s) pending")
 
-    def on_run(p: Any, record: Any) -> None:
-        count[0] += 1
-        mean = record.summary.get("e2e_mean_ms")
-        what = f"E2E {mean:.2f} ms" if mean is not None else (record.error or "")
-        warn = f"  [{' '.join(record.warning_codes)}]" if record.warning_codes else ""
-        typer.echo(f"[{count[0]:>3} {format_duration(time.time() - began):>7}] {p.scenario.label} "
-                   f"#{record.repetition} {record.status:<7} {record.finished_at - record.started_at:5.1f} s  "
-                   f"{what}{warn}")
+        def on_stop(p: Any, decision: Any) -> None:
+            if decision.reason != "skipped":
+                progress.note(f"stop {p.scenario.label}: {decision.reason} ({decision.detail})")
 
-    def on_stop(p: Any, decision: Any) -> None:
-        if decision.reason != "skipped":
-            typer.echo(f"stop {p.scenario.label}: {decision.reason} ({decision.detail})")
-        if decision.reason in ("max_runs", "time_budget") and (
-                decision.rel_ci is None or decision.rel_ci > p.rule.target_rel_ci):
-            from .warnings import WarningCode, hint
-
-            fix = hint(WarningCode.HIGH_VARIANCE)
-            typer.echo(f"  warning high_variance: the target ±{p.rule.target_rel_ci:.1%} was not "
-                       f"reached; {fix}")
-
-    decisions = run_sweep(planned, store, study=study.name, seed=study.seed, on_run=on_run,
-                          on_stop=on_stop)
+        decisions = run_sweep(planned, store, study=study.name, seed=study.seed, budget_s=budget_s,
+                              allow_concurrent=allow_concurrent, sink=store.keep,
+                              on_run=lambda p, record: progress.on_run(record), on_epoch=on_epoch,
+                              on_stop=on_stop)
+    # summarise
     records = store.runs(study=study.name)
+    if app_name:
+        records = [r for r in records if r.scenario.app == app_name]
     summaries = summarize(records)
-    if summaries:
+    if as_json:
+        typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
+    elif summaries:
         print_table(summaries)
-    _print_outliers_and_stops(summaries, store, study.name)
+    if not as_json:
+        _print_outliers_and_stops(summaries, store, study.name)
+    labels = {p.key: p.scenario.label for p in planned}
+    rows = store.study_runs(study.name)
+    for group in make_groups(planned):
+        for line in undecided_text(plan_group(group, group_state(group, rows)), labels):
+            say(f"undecided: {line}")
     ran = [d for d in decisions.values() if d.reason != "skipped"]
-    typer.echo(f"sweep {study.name}: {len(ran)} scenarios done, "
-               f"{len(decisions) - len(ran)} skipped, {count[0]} runs this time, "
-               f"{format_duration(time.time() - began)}")
+    say(f"sweep {study.name}: {len(ran)} scenarios done, "
+        f"{len(decisions) - len(ran)} skipped, {progress.done} runs this time, "
+        f"{format_duration(time.time() - began)}")
     if ran and not any(r.status == "ok" for r in records):
         typer.echo("no run succeeded (reasons above and in `deploybench show`)", err=True)
         raise typer.Exit(1)
@@ -338,36 +609,62 @@ def sweep(
 
 @app.command()
 @friendly
-def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
-    """What this host can run (cgroups, KVM, runtimes, GPU) and, for what it cannot, why."""
-    from .doctor import doctor_checks
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="the host facts and every check "
+                                                  "as JSON (each check with a stable key)")] = False,
+           clean: Annotated[bool, typer.Option("--clean", help="remove the deploybench cgroups, "
+                                               "containers, guests and folders that no live "
+                                               "session owns")] = False) -> None:
+    """What this host can run (cgroups, KVM, runtimes, GPU) and, for what it cannot, why:
+    ok, emulated (works, not for overhead figures), info (optional, or not prepared) or no;
+    and what earlier runs left behind that no live session owns."""
+    from .doctor import DOCTOR_SCHEMA, doctor_checks
     from .host import host_facts
+    from .platforms.ledger import clean as clean_strays, strays
 
     checks = doctor_checks()
+    found = strays()
     if as_json:
-        typer.echo(json.dumps({"host": host_facts().to_json(),
-                               "checks": [c.to_json() for c in checks]}, indent=1))
-        return
-    for check in checks:
-        mark = "ok " if check.ok else "no "
-        typer.echo(f"{mark} {check.name:<22} {check.detail}")
+        typer.echo(json.dumps({"schema": DOCTOR_SCHEMA, "host": host_facts().to_json(),
+                               "checks": [c.to_json() for c in checks], "strays": found.lines()},
+                              indent=1))
+    else:
+        for check in checks:
+            typer.echo(f"{check.status.value:<8} {check.name:<22} {check.detail}")
+        if found.empty:
+            typer.echo(f"{'ok':<8} {'strays':<22} nothing left by earlier runs without a live session")
+        else:
+            lines = found.lines()
+            typer.echo(f"{'no':<8} {'strays':<22} {len(lines)} left by earlier runs: "
+                       + "; ".join(lines[:6]) + (" ..." if len(lines) > 6 else "")
+                       + ("" if clean else " (`deploybench doctor --clean` removes them)"))
+    if clean and not found.empty:
+        problems = clean_strays(found)
+        typer.echo(f"removed {len(found.lines()) - len(problems)} stray(s)"
+                   + (f"; could not remove: {'; '.join(problems)}" if problems else ""), err=True)
 
 
 @app.command()
 @friendly
 def data(
-    app_name: str = typer.Option("ic", "--app"),
-    count: int = typer.Option(64, "--count", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder (default: the cache)"),
-    force: bool = typer.Option(False, "--force", help="generate again even if present"),
+    app_name: Annotated[str, typer.Option("--app", help="ic, sr, nlp, rs or module:Class")] = "ic",
+    count: Annotated[int, typer.Option("--count", min=1, help="input files in the data set")] = DEFAULT_DATA_COUNT,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the generator")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder (default: the cache)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="generate it again, even if present")] = False,
 ) -> None:
-    """Generate an app's input data set (real file formats) and print its folder."""
+    """Generate an app's input data set (real file formats), or verify the cached one
+    against its manifest's checksums; print its folder."""
     from .apps import create_app
-    from .datasets.cache import ensure_data
+    from .datasets.cache import prepare_data
 
-    path = ensure_data(create_app(app_name), count, seed, out_dir=out, force=force)
+    path, check = prepare_data(create_app(app_name), count, seed, out_dir=out, force=force)
     typer.echo(str(path))
+    if check is None:
+        typer.echo("generated", err=True)
+    elif check.note:
+        typer.echo(f"cached; {check.note}", err=True)
+    else:
+        typer.echo(f"cached: {check.verified} files verified (sha256)", err=True)
 
 
 @app.command()
@@ -393,28 +690,35 @@ def prepare(
 @app.command()
 @friendly
 def report(
-    db: Path = DB_OPTION,
-    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write"),
-    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
-    max_cores: Optional[int] = typer.Option(None, "--max-cores", help="recommend scenarios with at most this many cores"),
-    latency_slo_ms: Optional[float] = typer.Option(None, "--latency-slo-ms", help="recommend only scenarios whose tail latency meets this SLO"),
-    slo_percentile: int = typer.Option(90, "--slo-percentile", help="the SLO's percentile: 90 or 99"),
-    platforms: Optional[str] = typer.Option(None, "--platforms", help="recommend only these platforms, e.g. BM,CN"),
+    db: DbOption = Path("deploybench.db"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")] = Path("report.html"),
+    app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
+    max_cores: Annotated[Optional[int], typer.Option(
+        "--max-cores", min=1, help="recommend scenarios with at most this many cores")] = None,
+    latency_slo_ms: Annotated[Optional[float], typer.Option(
+        "--latency-slo-ms", callback=_positive,
+        help="recommend only scenarios whose tail latency meets this SLO")] = None,
+    slo_percentile: Annotated[int, typer.Option("--slo-percentile", help="the SLO's percentile: 90 or 99")] = 90,
+    platforms: Annotated[Optional[str], typer.Option(
+        "--platforms", help="recommend only these platforms, e.g. BM,CN")] = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", help="a reference set (a folder, see reference/README.md) to show beside "
+                            "your results")] = None,
 ) -> None:
     """Write a self-contained HTML report: findings, figures, best practices, recommendation."""
     from .recommend import Constraints
+    from .reference import load_reference
     from .report.build import write_report
     from .store import Store
 
-    if not db.exists():
-        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
+    ref = load_reference(reference) if reference is not None else None
     constraints = Constraints(max_cores=max_cores, latency_slo_ms=latency_slo_ms,
                               slo_percentile=slo_percentile,
                               platforms=Constraints.parse_platforms(platforms))
-    records = Store(db).runs()
-    if app_name:
-        records = [r for r in records if r.scenario.app == app_name]
-    analysis = write_report(records, output, constraints)
+    records = _only_app(Store(db, readonly=True).runs(), app_name, db)
+    analysis = write_report(records, output, constraints, reference=ref)
+    if ref is not None:
+        typer.echo(f"reference: {len(ref.rows)} scenarios from {ref.info.label}")
     for rec in analysis.recommendations:
         typer.echo(f"recommendation for {rec.workload}: {rec.text}")
     for bp in analysis.best_practices:
@@ -425,20 +729,19 @@ def report(
 @app.command()
 @friendly
 def compare(
-    scenario_a: str = typer.Argument(..., help="e.g. BM/2/PIN/CPU"),
-    scenario_b: str = typer.Argument(..., help="the baseline, e.g. BM/2/VNL/CPU"),
-    db: Path = DB_OPTION,
-    app_name: Optional[str] = typer.Option(None, "--app", help="only this app"),
-    inference_only: bool = typer.Option(False, "--inference-only", help="compare the --inference-only runs"),
+    scenario_a: Annotated[str, typer.Argument(metavar="A", help="e.g. BM/2/PIN/CPU")],
+    scenario_b: Annotated[str, typer.Argument(metavar="B", help="the baseline, e.g. BM/2/VNL/CPU")],
+    db: DbOption = Path("deploybench.db"),
+    app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
+    inference_only: Annotated[bool, typer.Option("--inference-only",
+                                                 help="compare the --inference-only runs")] = False,
 ) -> None:
     """A against B: the difference of mean E2E, its 95% CI and Welch's significance test."""
     from .findings import build_cells
     from .recommend import compare_scenarios
     from .store import Store
 
-    if not db.exists():
-        raise FileNotFoundError(f"no store at {db}: run `deploybench run ...` first or pass --db")
-    cells = build_cells(Store(db).runs())
+    cells = build_cells(_only_app(Store(db, readonly=True).runs(), app_name, db))
     for comp in compare_scenarios(cells, scenario_a, scenario_b, app=app_name, inference_only=inference_only):
         a, b, d = comp.cell, comp.baseline, comp.diff
         verdict = ("not significantly different" if not d.significant else
@@ -454,18 +757,38 @@ def compare(
 @app.command()
 @friendly
 def export(
-    db: Path = DB_OPTION,
-    out: Path = typer.Option(Path("deploybench-export"), "-o", "--out", help="output folder"),
-    fmt: str = typer.Option("csv", "--format", help="csv, jsonl or parquet (needs pyarrow)"),
+    db: DbOption = Path("deploybench.db"),
+    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")] = Path("deploybench-export"),
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet (needs pyarrow)")] = "csv",
 ) -> None:
     """Export runs and raw per-request phase times (runs.* and samples.*, joined by run_id)."""
     from .export import export as export_store
     from .store import Store
 
-    if not db.exists():
-        raise FileNotFoundError(f"no store at {db}: pass --db")
-    for path in export_store(Store(db), out, fmt):
+    for path in export_store(Store(db, readonly=True), out, fmt):
         typer.echo(str(path))
+
+
+@app.command("import")
+@friendly
+def import_runs(
+    files: Annotated[List[Path], typer.Argument(metavar="FILE...", help="recovery files that "
+                                                "deploybench wrote when a run could not be stored")],
+    db: Annotated[Optional[Path], typer.Option(
+        "--db", help="the store to add them to (default: the one each file was written for)")] = None,
+) -> None:
+    """Add runs that could not be stored (disk full, permissions) from their recovery files.
+    Importing a file twice adds its runs once."""
+    from .store import Store, read_recovery
+
+    for path in files:
+        records, meant_for = read_recovery(path)
+        target = db or Path(meant_for or "deploybench.db")
+        with Store(target) as store:
+            added, already = store.import_records(records)
+        typer.echo(f"{path}: {added} run{'s' if added != 1 else ''} added to {target}"
+                   + (f", {already} already there" if already else "")
+                   + ("; the file may be deleted" if added + already == len(records) else ""))
 
 
 def main() -> None:

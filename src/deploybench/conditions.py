@@ -8,18 +8,15 @@
   platform on a 32-core host"). With N = host cores there is nothing to load: recorded.
   Neighbours also exit by themselves when the sweep dies (they watch their parent), so a
   crash or SIGKILL does not leave them spinning.
-- ``page_cache = cold``: ``sync`` then ``echo 3 > /proc/sys/vm/drop_caches`` before the run;
-  when that is not permitted the run still happens and the failure is recorded (with a
-  CONDITION_UNMET warning). Then the *software* is read back in (a throwaway interpreter
-  imports the worker, the app's module and its libraries, outside the run's cgroup), so that
-  "cold" means cold *data*: otherwise a run on throttled storage spends ~30 s re-reading
-  torch from the same disk before its first request, and that start-up, not the app's
-  input I/O, is what the comparison would see.
+- ``page_cache = cold``: ``sync`` then ``echo 3 > /proc/sys/vm/drop_caches`` before each
+  round; when that is not permitted the round still happens and the failure is recorded
+  (with a CONDITION_UNMET warning). The worker is warm, so its software stays mapped in
+  memory and "cold" means cold *data*.
 - ``storage = throttled``: read bps/iops limits on the block device that holds the data set,
   applied by the platform to the run's cgroup (``PlatformOptions.io_limits``); this module
   finds the device.
-- Before every run (unless the load is ours) the host's CPU use is sampled for a moment;
-  a busy host gets a HOST_BUSY warning.
+- During every round the CPU the host used outside the measured session is metered
+  (:class:`HostMeter`); a busy host gets a HOST_BUSY warning.
 """
 from __future__ import annotations
 
@@ -54,20 +51,6 @@ def _cpu_times(path: Path = PROC_STAT) -> tuple[int, int]:
     return idle, sum(fields[:8])
 
 
-def cpu_busy_fraction(seconds: float = 0.5, path: Path = PROC_STAT) -> float | None:
-    """Share of the host's CPU capacity in use during ``seconds`` (None if unreadable)."""
-    try:
-        idle0, total0 = _cpu_times(path)
-        time.sleep(seconds)
-        idle1, total1 = _cpu_times(path)
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    if total <= 0:
-        return 0.0
-    return max(0.0, min(1.0, 1 - (idle1 - idle0) / total))
-
-
 # -- page cache ------------------------------------------------------------------------------
 def drop_page_cache(path: Path = DROP_CACHES) -> tuple[bool, str | None]:
     """``sync; echo 3 > drop_caches``. Returns (dropped, why not)."""
@@ -78,23 +61,6 @@ def drop_page_cache(path: Path = DROP_CACHES) -> tuple[bool, str | None]:
     except OSError as exc:
         return False, f"cannot drop the page cache ({path}: {exc.strerror or exc}): run as root"
     return True, None
-
-
-def rewarm_software(scenario: Scenario, timeout_s: float = 120.0) -> tuple[float, str | None]:
-    """Import what a worker of ``scenario`` imports in a throwaway interpreter, so those files
-    are in the page cache again. Returns (seconds, problem or None)."""
-    code = ("import sys; import deploybench.worker.__main__, deploybench.worker.driver, "
-            "mlperf_loadgen; from deploybench.apps import resolve_app_class; "
-            "resolve_app_class(sys.argv[1]); import torch" +
-            ("; import onnxruntime" if scenario.backend == "onnxruntime" else ""))
-    started = time.monotonic()
-    try:
-        out = subprocess.run([sys.executable, "-c", code, scenario.app], capture_output=True,
-                             text=True, timeout=timeout_s)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return time.monotonic() - started, f"cannot re-read the software: {exc}"
-    problem = None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["?"])[-1]
-    return time.monotonic() - started, problem
 
 
 # -- the data device -------------------------------------------------------------------------
@@ -193,28 +159,67 @@ class Neighbours:
         self.stop()
 
 
+class HostMeter:
+    """How busy the host was *outside* the measured session during a round: the host's CPU
+    time over the round (/proc/stat) minus what the session's own cgroup used. Free (no
+    sampling pause before the round), and it sees a neighbour that starts mid-round."""
+
+    def __init__(self, path: Path = PROC_STAT) -> None:
+        self.path = path
+        self.start: tuple[int, int] | None = None
+        self.started = 0.0
+
+    def __enter__(self) -> "HostMeter":
+        try:
+            self.start = _cpu_times(self.path)
+        except (OSError, ValueError, IndexError):
+            self.start = None
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def other_share(self, session_cpu_ms: float | None, cpus: int) -> float | None:
+        """Share of the host's capacity used by others during the round (None if unknown)."""
+        if self.start is None or session_cpu_ms is None or cpus < 1:
+            return None
+        try:
+            idle1, total1 = _cpu_times(self.path)
+        except (OSError, ValueError, IndexError):
+            return None
+        idle0, total0 = self.start
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy_ms = ((total1 - total0) - (idle1 - idle0)) * 1000 / ticks
+        capacity_ms = (time.monotonic() - self.started) * 1000 * cpus
+        if capacity_ms <= 0:
+            return None
+        return max(0.0, min(1.0, (busy_ms - session_cpu_ms) / capacity_ms))
+
+
+def busy_warning(share: float | None, threshold: float) -> list[dict[str, str]]:
+    if share is None or share <= threshold:
+        return []
+    return [warning(WarningCode.HOST_BUSY,
+                    f"other processes used {share:.0%} of the host's CPUs during the round")]
+
+
 @contextlib.contextmanager
 def applied(scenario: Scenario, *, usable: Sequence[int], scenario_cpus: Sequence[int] | None,
-            busy_probe_s: float = 0.5, busy_threshold: float = 0.25,
             io_limits: IoLimits | None = None,
             drop_caches_path: Path = DROP_CACHES) -> Iterator[tuple[dict[str, Any], list[dict[str, str]]]]:
-    """Apply the scenario's host conditions around the ``with`` body.
+    """Apply the scenario's host conditions around the ``with`` body (one round).
 
     Yields ``(facts, warnings)``: what was done (recorded with the run as
-    ``host["conditions"]``) and typed warnings. The order is: probe the host (before we load
-    it ourselves), drop caches, start neighbours, run, stop neighbours.
+    ``host["conditions"]``) and typed warnings. The order is: drop caches, start
+    neighbours, run, stop neighbours. The session's worker is warm, so a dropped page cache
+    makes its *data* cold: its software stays mapped in memory (the kernel does not drop
+    pages a process has mapped).
     """
     facts: dict[str, Any] = {"host_load": scenario.host_load.value,
                              "page_cache": scenario.page_cache.value,
                              "storage": scenario.storage.value}
     warnings: list[dict[str, str]] = []
-    if busy_probe_s > 0:
-        busy = cpu_busy_fraction(busy_probe_s)
-        facts["busy_before"] = None if busy is None else round(busy, 3)
-        if busy is not None and busy > busy_threshold:
-            warnings.append(warning(
-                WarningCode.HOST_BUSY,
-                f"the host's CPUs were {busy:.0%} busy in the {busy_probe_s:g} s before the run"))
     if io_limits is not None:
         facts["io_limits"] = io_limits.to_json()
     if scenario.page_cache is PageCache.COLD:
@@ -223,11 +228,6 @@ def applied(scenario: Scenario, *, usable: Sequence[int], scenario_cpus: Sequenc
         if not dropped:
             facts["caches_error"] = why
             warnings.append(warning(WarningCode.CONDITION_UNMET, f"page_cache=cold: {why}"))
-        else:
-            seconds, problem = rewarm_software(scenario)
-            facts["software_rewarmed_s"] = round(seconds, 2)
-            if problem:
-                facts["software_rewarm_error"] = problem
     count, cpus = (0, None)
     if scenario.host_load is HostLoad.BUSY:
         count, cpus = neighbour_plan(scenario, usable, scenario_cpus)

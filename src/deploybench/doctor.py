@@ -1,37 +1,36 @@
 """`deploybench doctor`: what this host can run and, for what it cannot, why (one line each).
 
-Built on the host facts (host.py) and on every platform's own checks."""
+Built on the host facts (host.py) and on every platform's own checks (``doctor_checks``:
+the platform's line, then what it depends on). Each check has a stable key for
+``doctor --json`` and a status: ``ok``, ``emulated`` (works under TCG, not for overhead
+figures), ``info`` (an optional tool missing, something not prepared yet) or ``no``."""
 from __future__ import annotations
 
+from .gpu import gpu_checks
 from .host import host_facts
 from .platforms import all_platforms
-from .platforms.base import Check
+from .platforms.base import Check, CheckStatus
+from .platforms.gpu import gpu_container_check
+
+DOCTOR_SCHEMA = 1
 
 
 def doctor_checks() -> list[Check]:
     """What this host can run and, for what it cannot, why (one line each)."""
     facts = host_facts()
     checks = [
-        Check("cores", True, f"{facts.cores} usable CPUs ({facts.cpu_model}), {facts.memory_gib} GiB"),
-        Check("cgroups", facts.cgroup_problem is None,
+        Check("cores", "cores", CheckStatus.OK,
+              f"{facts.cores} usable CPUs ({facts.cpu_model}), {facts.memory_gib} GiB"),
+        Check("cgroups", "cgroups", CheckStatus.NO if facts.cgroup_problem else CheckStatus.OK,
               facts.cgroup_problem or f"cgroup v{facts.cgroup_version} writable (cpu quota and cpuset)"),
     ]
+    platform_lines: list[Check] = []
+    extra: list[Check] = []
     for platform in all_platforms():
-        reason = platform.unavailable_reason(facts)
-        checks.append(Check(f"platform {platform.name}", reason is None, reason or "available"))
-    for extra in _extra_checks():
-        checks.append(extra)
-    checks.append(Check("gpu", bool(facts.gpus),
-                        ", ".join(facts.gpus) if facts.gpus else
-                        "no NVIDIA GPU found (nvidia-smi absent): GPU scenarios are unavailable"))
+        own, *rest = platform.doctor_checks(facts)
+        platform_lines.append(own)
+        extra += rest
+    checks += platform_lines + extra
+    checks += gpu_checks()  # GPUs, driver and CUDA, torch's view
+    checks.append(gpu_container_check())
     return checks
-
-
-def _extra_checks() -> list[Check]:
-    """Checks contributed by platform modules (runtimes, engines, KVM)."""
-    out: list[Check] = []
-    for platform in all_platforms():
-        hook = getattr(platform, "doctor_checks", None)
-        if hook is not None:
-            out += hook()
-    return out

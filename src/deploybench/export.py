@@ -47,31 +47,64 @@ def _sample_rows(store: Store) -> Iterator[dict[str, Any]]:
 
 
 def export(store: Store, out_dir: Path, fmt: str = "csv") -> list[Path]:
-    """Write ``runs.<ext>`` and ``samples.<ext>`` into ``out_dir``; return their paths."""
+    """Write ``runs.<ext>`` and ``samples.<ext>`` into ``out_dir``; return their paths.
+
+    All or nothing: the format and its library are checked before anything is written, each
+    file is written under a temporary name and renamed when complete, and a failure removes
+    what this export wrote (and ``out_dir`` when it created it)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = [run_row(r) for r in store.runs(with_samples=True)]
-    columns: list[str] = []
-    for row in runs:
-        columns += [k for k in row if k not in columns]
-    paths = [out_dir / f"runs.{fmt}", out_dir / f"samples.{fmt}"]
-    if fmt == "csv":
-        _write_csv(paths[0], columns, runs)
-        _write_csv(paths[1], list(SAMPLE_FIELDS), _sample_rows(store))
-    elif fmt == "jsonl":
-        _write_jsonl(paths[0], runs)
-        _write_jsonl(paths[1], _sample_rows(store))
-    else:
+    if fmt == "parquet":
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             raise ExportError("parquet export needs pyarrow: pip install pyarrow, or use --format csv") from None
-        pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in runs]), paths[0])
-        pq.write_table(pa.Table.from_pylist(list(_sample_rows(store))), paths[1])
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file, not a folder: pass another -o/--out")
+    runs = [run_row(r) for r in store.runs(with_samples=True)]
+    columns: list[str] = []
+    for row in runs:
+        columns += [k for k in row if k not in columns]
+    paths = [out_dir / f"runs.{fmt}", out_dir / f"samples.{fmt}"]
+    created = not out_dir.exists()
+    written: list[Path] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, table in zip(paths, ("runs", "samples")):
+            tmp = path.with_name(f".{path.name}.tmp")
+            written.append(tmp)
+            if fmt == "csv":
+                if table == "runs":
+                    _write_csv(tmp, columns, runs)
+                else:
+                    _write_csv(tmp, list(SAMPLE_FIELDS), _sample_rows(store))
+            elif fmt == "jsonl":
+                _write_jsonl(tmp, runs if table == "runs" else _sample_rows(store))
+            else:
+                rows = ([{c: r.get(c) for c in columns} for r in runs] if table == "runs"
+                        else list(_sample_rows(store)))
+                pq.write_table(pa.Table.from_pylist(rows), tmp)
+        for tmp, path in zip(written, paths):
+            tmp.replace(path)
+    except OSError as exc:
+        _remove(written, out_dir if created else None)
+        raise ExportError(f"cannot write the export to {out_dir}: {exc.strerror or exc}") from None
+    except BaseException:
+        _remove(written, out_dir if created else None)
+        raise
     return paths
+
+
+def _remove(files: list[Path], folder: Path | None) -> None:
+    for path in files:
+        path.unlink(missing_ok=True)
+    if folder is not None:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _write_csv(path: Path, columns: list[str], rows: Any) -> None:

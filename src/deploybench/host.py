@@ -100,15 +100,11 @@ class HostFacts:
 
 
 def _gpus() -> list[str]:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
-    try:
-        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        return []
+    """The NVIDIA GPUs nvidia-smi lists, else those the kernel driver lists in /proc (none
+    without a driver)."""
+    from .worker.gpu import proc_gpu_names, query_nvidia_smi
+
+    return [gpu.name for gpu in query_nvidia_smi().gpus] or proc_gpu_names()
 
 
 TOOLS = ("runc", "crun", "docker", "dockerd", "podman", "qemu-system-x86_64", "firecracker",

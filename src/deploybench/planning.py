@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .execute import RunSettings
 from .platforms.base import PlatformOptions
 from .scenario import PlatformName, Scenario, Storage
-from .study import PAPER_APPS, VM_PLATFORMS, Study, app_problem, kvm_usable
-from .sweep import PlannedScenario, RunSettings
+from .study import PAPER_APPS, VM_PLATFORMS, Study, app_problem
+from .sweep import PlannedScenario
 
 # -- the heuristic (seconds), measured roughly on a 2-core host with 1-2 cores per run -----------
 #: process start, imports, model build: BM/CN a fresh Python with torch; VMs boot a guest first
@@ -46,22 +47,13 @@ def per_request_s(app: str, size: str, emulated: bool) -> float:
 
 
 def vms_native(host: Any, options: PlatformOptions | None = None) -> bool:
-    """Whether VM, MVM and VMCN run natively (KVM) here, deciding ``[overrides.emulated]``.
-
-    A VM platform may answer with an ``emulated(host) -> bool`` method (e.g. from its boot
-    probe); without one, /dev/kvm is tried (``study.kvm_usable``)."""
+    """Whether VM, MVM and VMCN run natively (KVM) here, deciding ``[overrides.emulated]``:
+    the VM platform answers (``emulated``, from its one KVM decision)."""
     from .platforms import create_platform, implemented
 
-    for name in VM_PLATFORMS:
-        if not implemented(name):
-            continue
-        try:
-            hook = getattr(create_platform(name, options), "emulated", None)
-            if hook is not None:
-                return not hook(host)
-        except Exception:  # noqa: BLE001 - fall back to the device test
-            break
-    return kvm_usable()
+    if not implemented(PlatformName.VM):
+        return False
+    return not create_platform(PlatformName.VM, options).emulated(host)
 
 
 def plan_study(study: Study, host: Any, *, kvm: bool | None = None,
@@ -81,10 +73,9 @@ def plan_study(study: Study, host: Any, *, kvm: bool | None = None,
     for scenario in study.expand(kvm=kvm):
         emulated = scenario.platform in VM_PLATFORMS and not kvm
         settings = RunSettings(timeout_s=study.timeout_for(scenario.platform, emulated),
-                               seed=m.seed, busy_probe_s=m.host.busy_probe_s,
-                               busy_threshold=m.host.busy_threshold)
+                               seed=m.seed, busy_threshold=m.host.busy_threshold)
         item = PlannedScenario(scenario, rule=study.rule_for(scenario.platform, emulated),
-                               settings=settings,
+                               settings=settings, emulated=emulated,
                                data_dir=data_dir_for(scenario.app, m.data_count, m.seed))
         if emulated:
             item.notes.append("emulated (no KVM)")
@@ -121,12 +112,11 @@ def plan_study(study: Study, host: Any, *, kvm: bool | None = None,
                 item.skip_reason = f"storage=throttled: {problem}"
                 continue
         platform = create_platform(scenario.platform, _with(base, io_limits=io_limits))
-        if io_limits is not None and not getattr(platform, "supports_io_limits", False):
+        if io_limits is not None and not platform.supports_io_limits:
             item.skip_reason = (f"storage=throttled: platform {scenario.platform.value} cannot "
                                 "apply I/O limits in this version")
             continue
-        hook = getattr(platform, "scenario_problem", None)
-        problem = hook(scenario, host) if hook is not None else None
+        problem = platform.scenario_problem(scenario, host)
         if problem:
             item.skip_reason = problem
             continue
@@ -141,46 +131,67 @@ def _with(options: PlatformOptions, **changes: Any) -> PlatformOptions:
 
 
 @dataclass(frozen=True)
-class Estimate:
-    run_s: float  # one run
-    runs_low: int  # warm-ups + min runs (converged early)
-    runs_high: int  # warm-ups + max runs, within the time budget
+class Cost:
+    """What a launch and a round of one scenario cost (seconds), and where that comes from."""
+
+    launch_s: float
+    round_s: float
     basis: str  # "past runs (N)" | "heuristic"
 
-    @property
-    def low_s(self) -> float:
-        return self.run_s * self.runs_low
 
-    @property
-    def high_s(self) -> float:
-        return self.run_s * self.runs_high
-
-
-def estimate(item: PlannedScenario, past_run_s: Sequence[float] = (), kvm: bool = True) -> Estimate:
-    rule = item.rule
+def scenario_cost(item: PlannedScenario, store: Any = None) -> Cost:
+    """From this scenario's past launches and rounds in the store (any study), else from the
+    per-app/size heuristic."""
+    launches, rounds = past_costs(store, item.scenario)
     s = item.scenario
-    if past_run_s:
-        run_s, basis = sum(past_run_s) / len(past_run_s), f"past runs ({len(past_run_s)})"
-    else:
-        emulated = s.platform in VM_PLATFORMS and not kvm
-        run_s = (startup_s(s.platform.value, emulated)
-                 + s.requests * per_request_s(s.app, s.model_size, emulated) / max(1, min(s.cores, 2)) ** 0.5)
-        basis = "heuristic"
-    run_s += item.settings.busy_probe_s
-    low = rule.warmup_runs + max(1, min(rule.min_runs, rule.max_runs))
-    high = rule.warmup_runs + rule.max_runs
-    budget_runs = int(rule.max_time_s // max(run_s, 1e-3)) + 1  # the budget is checked after a run
-    return Estimate(run_s, min(low, budget_runs), min(high, budget_runs), basis)
+    emulated = item.emulated
+    heuristic_round = 0.15 + s.requests * per_request_s(s.app, s.model_size, emulated) / max(1, min(s.cores, 2)) ** 0.5
+    heuristic_launch = startup_s(s.platform.value, emulated)
+    if rounds:
+        launch = sum(launches) / len(launches) if launches else heuristic_launch
+        return Cost(launch, sum(rounds) / len(rounds), f"past runs ({len(rounds)})")
+    return Cost(heuristic_launch, heuristic_round, "heuristic")
 
 
-def past_durations(store: Any, scenario: Scenario) -> list[float]:
-    """Wall times of this scenario's successful runs in ``store`` (any study)."""
+def past_costs(store: Any, scenario: Scenario) -> tuple[list[float], list[float]]:
+    """Launch latencies and round durations of this scenario in ``store`` (any study)."""
     if store is None:
-        return []
+        return [], []
     rows = store.db.execute(
-        "SELECT finished_at - started_at FROM runs WHERE scenario_key=? AND status IN ('ok','warmup')",
+        "SELECT finished_at - started_at, launch_round, platform_json FROM runs "
+        "WHERE scenario_key=? AND status IN ('ok','warmup') AND launch_id IS NOT NULL",
         (scenario.key,)).fetchall()
-    return [float(r[0]) for r in rows]
+    import json
+
+    rounds = [float(r[0]) for r in rows]
+    launches = []
+    for _, round_no, facts in rows:
+        if round_no == 1:
+            latency = json.loads(facts or "{}").get("start_latency_s")
+            if latency is not None:
+                launches.append(float(latency))
+    return launches, rounds
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``10m``, ``1.5h`` or plain seconds, as seconds; ScenarioError when unreadable."""
+    from .scenario import ScenarioError
+
+    units = {"s": 1, "m": 60, "min": 60, "h": 3600}
+    value = text.strip().lower()
+    for suffix in sorted(units, key=len, reverse=True):
+        if value.endswith(suffix):
+            number, scale = value[:-len(suffix)], units[suffix]
+            break
+    else:
+        number, scale = value, 1
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ScenarioError(f"--budget {text!r}: write e.g. 90s, 10m or 1h") from None
+    if not seconds > 0:
+        raise ScenarioError(f"--budget must be more than 0, got {text!r}")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -196,47 +207,58 @@ def data_dirs(planned: Sequence[PlannedScenario]) -> dict[str, Path]:
 
 
 def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = None,
-               kvm: bool = True) -> tuple[list[str], float, float]:
-    """The `sweep --plan` text: one line per scenario, then the estimated duration.
+               kvm: bool = True, budget_s: float | None = None) -> tuple[list[str], float, float]:
+    """The `sweep --plan` text: per group of compared scenarios, what one launch epoch
+    costs and how many epochs it may take; then the estimated duration and the budget.
     Returns (lines, low seconds, high seconds)."""
-    runnable = [p for p in planned if p.skip_reason is None]
-    lines = [f"study {study.name} ({study.source}): {len(planned)} scenarios, "
-             f"{len(runnable)} to run, {len(planned) - len(runnable)} skipped; seed {study.seed}"]
-    width = max((len(p.scenario.label) for p in planned), default=20)
-    low = high = 0.0
-    past_n = heur_n = 0
-    from .sweep import decide_stop
+    from .sweep import group_state, make_groups, plan_group
 
-    stored: dict[str, list[dict[str, Any]]] = {}
-    if store is not None:
-        for row in store.study_runs(study.name):
-            stored.setdefault(row["scenario_key"], []).append(row)
+    runnable = [p for p in planned if p.skip_reason is None]
+    groups = make_groups(planned)
+    lines = [f"study {study.name} ({study.source}): {len(planned)} scenarios, "
+             f"{len(runnable)} to run in {len(groups)} group(s) of compared scenarios, "
+             f"{len(planned) - len(runnable)} skipped; seed {study.seed}"]
+    rows = store.study_runs(study.name) if store is not None else []
+    low = high = 0.0
+    bases: set[str] = set()
+    for group in groups:
+        rule = group.rule
+        state = group_state(group, rows)
+        plan = plan_group(group, state)
+        costs = {m.key: scenario_cost(m, store) for m in group.members}
+        bases |= {"past runs" if c.basis.startswith("past") else "heuristic" for c in costs.values()}
+        head = (f"  group {group.label}: {len(group.members)} scenarios, "
+                f"{len(group.selections())} selection(s), {len(group.claims())} claim pair(s); "
+                f"margin ±{rule.margin:.0%}, {rule.min_launches}-{rule.max_launches} launch epochs, "
+                f"max {format_duration(rule.max_time_s)}")
+        lines.append(head)
+        if plan.stop is not None:
+            lines.append(f"    done: {plan.stop} ({plan.detail}); {state.epochs_done} epochs stored")
+            continue
+        active = [m for m in group.members if m.key in plan.active]
+        blocks = plan.blocks
+        epoch_s = sum(costs[m.key].launch_s + (rule.warmup_rounds + blocks) * costs[m.key].round_s
+                      for m in active)
+        epochs_low = max(0, rule.min_launches - state.epochs_done)
+        epochs_high = max(0, rule.max_launches - state.epochs_done)
+        left = max(0.0, rule.max_time_s - state.spent_s)
+        g_low = min(epochs_low * epoch_s, left + epoch_s)
+        g_high = min(epochs_high * epoch_s, left + epoch_s)  # the budget is checked between epochs
+        low, high = low + g_low, high + g_high
+        lines.append(f"    one epoch ≈ {format_duration(epoch_s)} ({len(active)} launches, "
+                     f"{rule.warmup_rounds} warm-up + {blocks} blocks); {epochs_low}-{epochs_high} more "
+                     f"epochs: {format_duration(g_low)} to {format_duration(g_high)}"
+                     + (f"; {state.epochs_done} epochs stored" if state.epochs_done else ""))
+        for m in group.members:
+            c = costs[m.key]
+            mark = "run " if m.key in plan.active else "idle"
+            notes = f"  [{', '.join(m.notes)}]" if m.notes else ""
+            lines.append(f"    {mark} {m.scenario.label}: launch {c.launch_s:.1f} s, round {c.round_s:.2f} s "
+                         f"({c.basis}){notes}")
     skipped: dict[str, list[str]] = {}
     for p in planned:
         if p.skip_reason is not None:
             skipped.setdefault(p.skip_reason, []).append(p.scenario.label)
-            continue
-        rows = [r for r in stored.get(p.key, []) if r.get("run_key") is not None]
-        done = decide_stop(rows, p.rule) if rows else None
-        if done is not None:
-            lines.append(f"  done {p.scenario.label:<{width}}  {len(rows)} runs stored, stopped: "
-                         f"{done.reason} ({done.detail})")
-            continue
-        est = estimate(p, past_durations(store, p.scenario), kvm=kvm)
-        est = Estimate(est.run_s, max(0, est.runs_low - len(rows)), max(0, est.runs_high - len(rows)),
-                       est.basis)
-        low, high = low + est.low_s, high + est.high_s
-        if est.basis == "heuristic":
-            heur_n += 1
-        else:
-            past_n += 1
-        rule = p.rule
-        notes = f"  [{', '.join(p.notes)}]" if p.notes else ""
-        lines.append(f"  run  {p.scenario.label:<{width}}  {est.runs_low}-{est.runs_high} runs "
-                     f"x {est.run_s:.1f} s ({est.basis}); warm-up {rule.warmup_runs}, "
-                     f"CI ±{rule.target_rel_ci:.0%}, max {rule.max_runs} runs / "
-                     f"{format_duration(rule.max_time_s)}{notes}"
-                     + (f"; {len(rows)} runs stored" if rows else ""))
     for reason, labels in skipped.items():
         lines.append(f"  skip {len(labels)}: {reason}")
         row = ""
@@ -247,15 +269,15 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
             row += label + "; "
         if row:
             lines.append("       " + row.rstrip("; "))
-    basis = []
-    if past_n:
-        basis.append(f"{past_n} scenarios from past runs in the store")
-    if heur_n:
-        basis.append(f"{heur_n} by the per-app/size heuristic")
-    if not basis:
+    if not runnable or high == 0:
         lines.append("estimated duration: nothing left to run"
-                     + (" (every scenario has stopped; see `deploybench show`)" if runnable else ""))
+                     + (" (every group has stopped; see `deploybench show`)" if runnable else ""))
     else:
-        lines.append(f"estimated duration: {format_duration(low)} to {format_duration(high)}"
-                     f" ({'; '.join(basis)})")
+        basis = " and ".join(sorted(bases)) or "heuristic"
+        text = (f"estimated duration: {format_duration(low)} (every decision made at the first "
+                f"chance) to {format_duration(high)} (every group to its limit); from {basis}")
+        if budget_s is not None:
+            text += f"; --budget {format_duration(budget_s)}" + (
+                " cuts it short: undecided pairs are reported" if budget_s < high else "")
+        lines.append(text)
     return lines, low, high

@@ -150,6 +150,11 @@ def compare_scenarios(cells: Sequence[Cell], a_name: str, b_name: str, *, app: s
     found_b = [c for c in pick if matches(c, b_s)]
     what = f" for app {app}" if app else ""
     for name, found in ((a_s.name, found_a), (b_s.name, found_b)):
+        if not found and any(c.name == name and (app is None or c.app == app) for c in cells):
+            kind, other, fix = (("--inference-only", "E2E", "drop --inference-only") if inference_only
+                                else ("E2E", "--inference-only", "add --inference-only"))
+            raise ScenarioError(f"no successful {kind} runs of {name}{what} in this store, only "
+                                f"{other} ones: {fix}")
         if not found:
             known = sorted({c.name for c in pick})
             raise ScenarioError(f"no successful runs of {name}{what} in this store"

@@ -22,16 +22,16 @@ DESIGN
 from __future__ import annotations
 
 import functools
-import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Iterable
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
 )
 
+from .datasets import DEFAULT_DATA_COUNT
 from .scenario import (
     CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
     ScenarioError, Storage, _enum_value,
@@ -85,23 +85,39 @@ class _Strict(BaseModel):
 
 
 class StoppingModel(_Strict):
-    warmup_runs: int = Field(1, ge=0)
+    """When a group of compared scenarios stops: every needed decision made, or a budget
+    spent (see sweep.py). Rounds are LoadGen tests in warm sessions; launches are epochs."""
+
+    warmup_rounds: int = Field(1, ge=0)
+    margin: float = Field(0.05, gt=0, lt=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    min_launches: int = Field(3, ge=2)
+    max_launches: int = Field(10, ge=1)
+    blocks: int | None = Field(None, ge=1)
     target_rel_ci: float = Field(0.02, gt=0, lt=1)
-    min_runs: int = Field(3, ge=1)
-    max_runs: int = Field(30, ge=1)
     max_time_s: float = Field(600.0, gt=0)
     max_consecutive_failures: int = Field(2, ge=1)
-    confidence: float = Field(0.95, gt=0, lt=1)
 
 
 class PartialStopping(_Strict):
-    warmup_runs: int | None = Field(None, ge=0)
+    warmup_rounds: int | None = Field(None, ge=0)
+    margin: float | None = Field(None, gt=0, lt=1)
+    confidence: float | None = Field(None, gt=0.5, lt=1)
+    min_launches: int | None = Field(None, ge=2)
+    max_launches: int | None = Field(None, ge=1)
+    blocks: int | None = Field(None, ge=1)
     target_rel_ci: float | None = Field(None, gt=0, lt=1)
-    min_runs: int | None = Field(None, ge=1)
-    max_runs: int | None = Field(None, ge=1)
     max_time_s: float | None = Field(None, gt=0)
     max_consecutive_failures: int | None = Field(None, ge=1)
-    confidence: float | None = Field(None, gt=0, lt=1)
+
+
+#: keys of earlier study files, and what replaced them
+RENAMED_KEYS = {
+    "warmup_runs": "warmup_rounds (warm-up rounds per launch)",
+    "min_runs": "min_launches (launch epochs before anything is decided; at least 2)",
+    "max_runs": "max_launches (launch epochs at most)",
+    "busy_probe_s": "nothing: the CPU used outside the session is metered during every round",
+}
 
 
 class ThrottleModel(_Strict):
@@ -117,8 +133,7 @@ class HostModel(_Strict):
     page_cache: list[PageCacheItem] = ["warm"]
     storage: list[StorageItem] = ["native"]
     throttle: ThrottleModel = ThrottleModel()
-    busy_probe_s: float = Field(0.5, ge=0, le=10)
-    busy_threshold: float = Field(0.25, gt=0, le=1)
+    busy_threshold: float = Field(0.25, ge=0, le=1)
 
     _lists = field_validator("host_load", "page_cache", "storage", mode="before")(_as_list)
 
@@ -173,7 +188,7 @@ class StudyModel(_Strict):
     backend: str = "torch"
     batch_size: int = Field(1, ge=1)
     inference_only: bool = False
-    data_count: int = Field(64, ge=1)
+    data_count: int = Field(DEFAULT_DATA_COUNT, ge=1)
     seed: int = 0
     timeout_s: float = Field(900.0, gt=0)
     stopping: StoppingModel = StoppingModel()
@@ -238,12 +253,6 @@ class StudyModel(_Strict):
             return fixed
         return value
 
-    @model_validator(mode="after")
-    def _runs(self) -> "StudyModel":
-        if self.stopping.min_runs > self.stopping.max_runs:
-            raise ValueError(f"stopping: min_runs ({self.stopping.min_runs}) is more than "
-                             f"max_runs ({self.stopping.max_runs})")
-        return self
 
 
 # -- errors for people ---------------------------------------------------------------------------
@@ -260,6 +269,9 @@ def _loc(parts: Iterable[Any]) -> str:
 def _message(error: dict[str, Any]) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
+        key = str((error.get("loc") or ("",))[-1])
+        if key in RENAMED_KEYS:
+            return f"this key was replaced by {RENAMED_KEYS[key]}"
         return "unknown key: check its spelling (studies/paper-quick.toml shows every key)"
     if kind == "missing":
         return "required key is missing"
@@ -378,25 +390,25 @@ class Study:
         return table.get(app, table.get("*"))
 
     def rule_for(self, platform: PlatformName, emulated: bool = False):
-        from .sweep import StopRule
+        from .sweep import RaceRule
 
         values = self.model.stopping.model_dump()
         for layer in self._layers(platform, emulated):
             values.update({k: v for k, v in layer.stopping.model_dump().items() if v is not None})
-        if values["min_runs"] > values["max_runs"]:
-            values["min_runs"] = values["max_runs"]  # an override that lowers max_runs wins
-        return StopRule(**values)
+        # max_launches below min_launches is allowed: such a group never decides anything (a
+        # functional check, e.g. of emulated guests); it stops after max_launches epochs
+        return RaceRule(**values)
 
     def timeout_for(self, platform: PlatformName, emulated: bool = False) -> float:
         return float(self._pick(platform, emulated, "timeout_s", self.model.timeout_s))
 
     # -- the matrix --------------------------------------------------------------------------
-    def expand(self, *, kvm: bool | None = None) -> list[Scenario]:
+    def expand(self, *, kvm: bool) -> list[Scenario]:
         """The scenario matrix (Fig. 3): platform x app x size x cores x mode x processor x
         host conditions, after per-platform overrides. ``kvm``: whether VMs run natively
-        here (None: detect), which decides if ``[overrides.emulated]`` applies."""
+        here (the VM platform decides: ``planning.vms_native``), which decides if
+        ``[overrides.emulated]`` applies."""
         m = self.model
-        kvm = kvm_usable() if kvm is None else kvm
         out: list[Scenario] = []
         for platform_s in m.platforms:
             platform = PlatformName(platform_s)
@@ -470,24 +482,3 @@ def app_sizes(app: str) -> tuple[str, ...] | None:
 def default_size(app: str) -> str:
     sizes = app_sizes(app)
     return sizes[0] if sizes else "tiny"
-
-
-@functools.lru_cache(maxsize=1)
-def kvm_usable() -> bool:
-    """Whether /dev/kvm opens and creates a VM (a fallback: a VM platform that knows better,
-    e.g. from a boot probe, answers through its ``emulated(host)`` method; see
-    ``planning.vms_native``)."""
-    import fcntl
-
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        vm = fcntl.ioctl(fd, 0xAE01, 0)  # KVM_CREATE_VM
-        os.close(vm)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)

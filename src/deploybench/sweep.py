@@ -1,302 +1,70 @@
-"""Running scenarios: one run (`run_one`), repeated runs, and adaptive sweeps (`run_sweep`).
+"""Sweeps: a study's scenarios, measured in interleaved blocks of warm sessions until every
+decision the report needs is made, the budget is spent, or nothing more can be learnt.
 
-`run_one` is the single place where a scenario becomes a RunRecord: it prepares the job and
-a private run folder, applies the scenario's host conditions (conditions.py), lets the
-platform run it, adds host-side warnings, and always removes the run folder. Failures are
-records too (status failed/timeout), never lost.
-
-`run_sweep` repeats a study's scenarios adaptively. DESIGN:
-- Every run slot has an idempotent key, ``run_key(study, scenario, index)``; slot ``index``
-  of a scenario is its index-th run in that study. Slots ``< warmup_runs`` are warm-ups,
-  stored with status ``warmup`` (kept as raw data, never averaged).
-- All decisions are derived from what is stored (``Store.study_runs``), never from memory:
-  restarting an interrupted sweep with the same study and db recomputes each scenario's
-  next slot and whether it has stopped, so it does only what is missing. An interrupted
-  (Ctrl-C) run is stored without a key: its slot is still missing and is done again.
-- Stopping rule (per scenario, after each round): stop when the Student-t CI half-width of
-  the measured runs' means is within ``target_rel_ci`` of the mean (``converged``), or after
-  ``max_runs`` measured slots (``max_runs``), or when the scenario's runs have used
-  ``max_time_s`` (``time_budget``), or after ``max_consecutive_failures`` failures in a row
-  (``failing``). The reason is stored in the ``stops`` table.
-- Runs are ordered in rounds: each active scenario runs once per round, in an order
-  shuffled with a seed derived from (study seed, round), so slow drift of the host does not
-  line up with one configuration and the order is reproducible.
+DESIGN
+- Scenarios that will be compared -- one app and workload on this host (host conditions
+  and deployments vary inside a group) -- form a *group* and are measured together, in
+  launch epochs of blocks (``execute.run_block_set``). TCG-emulated guests form groups of
+  their own (they are never compared with native runs).
+- What a group needs (``GroupNeeds``): the recommendation's selection, "pick X: every other
+  scenario is slower, or within the margin of X", for each host condition set, and the
+  claims the report makes about pairs that differ in one thing: each platform against BM,
+  PIN against VNL, each step up in cores, busy against idle, throttled against native
+  storage, cold against warm cache.
+- Racing (``stats.plan_epoch``): before each epoch the stored rounds decide which scenarios
+  a pending decision still needs; the others drop out (a rival decided slower than the
+  best beyond the margin, say). A group stops when every needed decision is made
+  (``decided``), after ``max_launches`` epochs, when its ``max_time_s`` or the sweep's
+  ``--budget`` is spent, or when its scenarios keep failing to launch.
+- Everything is derived from the store: a sweep restarted after Ctrl-C, a crash or a power
+  loss does only what is missing (its next epoch number and every decision are recomputed
+  from the stored rounds; an interrupted round is kept, without a run key).
 """
 from __future__ import annotations
 
-import hashlib
-import random
-import shutil
-import tempfile
+import math
 import time
-import traceback
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import conditions
-from .datasets.cache import home
-from .platforms.base import Platform, PlatformError, RunOutcome
-from .scenario import CpuMode, HostLoad, Processor, Scenario
-from .stats import mean_ci
-from .store import FAILED_STATUSES, RunRecord, Store, StoreError
-from .host import git_revision, host_facts, run_metadata
-from .warnings import WarningCode, warning
-from .worker.job import WorkerJob
+from . import stats
+from .execute import BlockSet, Contender, RunSettings, run_block_set
+from .platforms.ledger import Ledger
+from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Scenario, Storage
+from .store import FAILED_STATUSES, RunRecord, Store
+
+#: seconds a launch and a round cost before any is measured (for the first epoch's plan)
+DEFAULT_LAUNCH_S = 3.0
+DEFAULT_ROUND_S = 0.5
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    timeout_s: float = 900.0
-    warmup_batches: int = 1
-    server_target_qps: float = 10.0
-    seed: int = 0
-    #: seconds of /proc/stat sampling before each run for the HOST_BUSY warning (0 = off)
-    busy_probe_s: float = 0.5
-    #: share of the host's CPU capacity in use above which the host counts as busy
-    busy_threshold: float = 0.25
+class RaceRule:
+    """A group's stopping rule (a study's ``[stopping]``)."""
 
-
-def build_job(scenario: Scenario, *, data_dir: Path, run_dir: Path, run_id: str,
-              settings: RunSettings) -> WorkerJob:
-    return WorkerJob(
-        app=scenario.app,
-        data_dir=str(data_dir),
-        result_path=str(run_dir / "result.json"),
-        model_size=scenario.model_size,
-        backend=scenario.backend,
-        device="cuda" if scenario.processor is Processor.GPU else "cpu",
-        loadgen_scenario=scenario.loadgen_scenario.value,
-        requests=scenario.requests,
-        batch_size=scenario.batch_size,
-        inference_only=scenario.inference_only,
-        threads=scenario.cores,
-        cores=scenario.cores,
-        host_cores=host_facts().cores,
-        warmup_batches=settings.warmup_batches,
-        server_target_qps=settings.server_target_qps,
-        seed=settings.seed,
-        scenario_name=scenario.name,
-        run_id=run_id,
-        git_revision=git_revision(),
-        log_dir=str(run_dir / "loadgen"),
-    )
-
-
-def host_warnings(scenario: Scenario, outcome: RunOutcome) -> list[dict[str, str]]:
-    """Warnings only the host can see: throttling, and cores other than those given."""
-    warnings: list[dict[str, str]] = []
-    facts = outcome.host_facts
-    stat = facts.get("cpu_stat") or {}
-    periods, throttled = stat.get("nr_periods", 0), stat.get("nr_throttled", 0)
-    if periods and throttled / periods >= 0.05:
-        warnings.append(warning(
-            WarningCode.CGROUP_THROTTLED,
-            f"throttled in {throttled} of {periods} CFS periods "
-            f"({stat.get('throttled_ms', 0):.0f} ms held back)"))
-    limits = facts.get("limits") or {}
-    result = outcome.result
-    if result is not None and result.environment and limits:
-        got = result.environment.get("affinity")
-        if scenario.cpu_mode is CpuMode.PIN and got is not None and got != limits.get("cpus"):
-            warnings.append(warning(
-                WarningCode.AFFINITY_MISMATCH,
-                f"pinned to {limits.get('cpus')} but the worker ran on {got}"))
-        quota = (result.environment.get("cgroup") or {}).get("cpu_quota_cores")
-        wanted = limits.get("quota_cores")
-        if scenario.cpu_mode is CpuMode.VNL and wanted and quota is not None and abs(quota - wanted) > 1e-6:
-            warnings.append(warning(
-                WarningCode.AFFINITY_MISMATCH,
-                f"a quota of {wanted} cores was set but the worker saw {quota}"))
-    return warnings
-
-
-def scenario_cpus(scenario: Scenario, platform: Any) -> list[int] | None:
-    """The cores a PIN scenario will be pinned to (None for VNL or when unknown).
-
-    A platform that chooses its cores differently from BM's cgroup cpuset may say so with
-    a ``planned_cpus(scenario)`` method; the busy-host neighbours go on the other cores.
-    """
-    hook = getattr(platform, "planned_cpus", None)
-    if hook is not None:
-        return hook(scenario)
-    if scenario.cpu_mode is not CpuMode.PIN:
-        return None
-    from .platforms.cpu import CgroupError, limits_for
-
-    pin = getattr(getattr(platform, "options", None), "pin_cpus", None)
-    try:
-        return limits_for(scenario.cores, True, list(pin or ())).cpus
-    except CgroupError:
-        return None
-
-
-def run_one(scenario: Scenario, platform: Platform, *, data_dir: Path,
-            settings: RunSettings = RunSettings(), run_key: str | None = None,
-            study: str | None = None, repetition: int | None = None,
-            warmup: bool = False) -> RunRecord:
-    """Run a scenario once on ``platform`` and return its record (not yet stored).
-
-    ``warmup``: a successful run gets status ``warmup`` (stored, never averaged). The
-    scenario's host conditions are applied around the run and recorded in
-    ``record.host["conditions"]``.
-
-    Raises KeyboardInterrupt after cleaning up when the user pressed Ctrl-C; the record of
-    the interrupted run is attached to the exception as ``record``, without its run key
-    (the slot was not completed, so a resumed sweep does it again).
-    """
-    run_id = uuid.uuid4().hex
-    runs_root = home() / "runs"
-    runs_root.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{run_id[:8]}-", dir=runs_root))
-    run_dir.chmod(0o777)  # containers and guests may write as another user
-    started = time.time()
-    host = run_metadata()
-    condition_warnings: list[dict[str, str]] = []
-    try:
-        job = build_job(scenario, data_dir=data_dir, run_dir=run_dir, run_id=run_id,
-                        settings=settings)
-        cpus = scenario_cpus(scenario, platform) if scenario.host_load is HostLoad.BUSY else None
-        io_limits = getattr(getattr(platform, "options", None), "io_limits", None)
-        with conditions.applied(
-                scenario, usable=host_facts().usable_cpus, scenario_cpus=cpus,
-                # a deliberate busy host is not a warning; measure only an idle one
-                busy_probe_s=0 if scenario.host_load is HostLoad.BUSY else settings.busy_probe_s,
-                busy_threshold=settings.busy_threshold, io_limits=io_limits) as (facts, warns):
-            host["conditions"] = facts
-            condition_warnings = warns
-            started = time.time()
-            try:
-                outcome = platform.run(scenario, job, settings.timeout_s)
-            except PlatformError as exc:
-                outcome = RunOutcome("failed", error=str(exc))
-            except Exception as exc:  # noqa: BLE001 - a sweep goes on; the reason is kept
-                outcome = RunOutcome("failed", error=f"internal error: {type(exc).__name__}: {exc}",
-                                     console_tail=traceback.format_exc()[-4000:])
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    result = outcome.result
-    status = "warmup" if (warmup and outcome.status == "ok") else outcome.status
-    record = RunRecord(
-        scenario=scenario, status=status, started_at=started, finished_at=time.time(),
-        run_id=run_id, run_key=run_key if outcome.status != "interrupted" else None,
-        study=study, repetition=repetition,
-        error=outcome.error, host=host, platform=outcome.host_facts,
-        console_tail=outcome.console_tail if outcome.status != "ok" else "",
-    )
-    if result is not None:
-        record.environment = result.environment
-        record.metadata = result.metadata
-        record.loadgen = result.loadgen
-        record.timings = result.timings
-        record.warnings = list(result.warnings)
-        if result.status == "ok":
-            record.samples = result.samples
-    record.warnings += host_warnings(scenario, outcome) + condition_warnings
-    if outcome.status == "interrupted":
-        exc = KeyboardInterrupt()
-        exc.record = record  # type: ignore[attr-defined]
-        raise exc
-    return record
-
-
-def run_and_store(scenario: Scenario, platform: Platform, store: Store, **kwargs: Any) -> RunRecord:
-    """`run_one`, then store the record, also when the run was interrupted."""
-    try:
-        record = run_one(scenario, platform, **kwargs)
-    except KeyboardInterrupt as exc:
-        record = getattr(exc, "record", None)
-        if record is not None:
-            store.add(record)
-        raise
-    store.add(record)
-    return record
-
-
-def run_repeated(scenarios: Sequence[tuple[Scenario, Platform, Path]], store: Store, *,
-                 repeat: int, settings: RunSettings,
-                 progress: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
-    """Each scenario ``repeat`` times, interleaved round by round (so slow drift of the host
-    does not line up with one configuration)."""
-    records = []
-    for rep in range(repeat):
-        for scenario, platform, data_dir in scenarios:
-            record = run_and_store(scenario, platform, store, data_dir=data_dir,
-                                   settings=settings, repetition=rep)
-            records.append(record)
-            if progress:
-                progress(record)
-    return records
-
-
-# -- adaptive sweeps ---------------------------------------------------------------------------
-def run_key(study: str, scenario: Scenario, index: int) -> str:
-    """Idempotent id of a study's ``index``-th run of ``scenario``."""
-    return hashlib.sha256(f"{study}\0{scenario.key}\0{index}".encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class StopRule:
-    warmup_runs: int = 1
-    target_rel_ci: float = 0.02  # CI half-width as a fraction of the mean
-    min_runs: int = 3  # measured runs before convergence may stop a scenario
-    max_runs: int = 30  # measured slots (failed ones included)
-    max_time_s: float = 600.0  # wall time of a scenario's runs, warm-ups included
-    max_consecutive_failures: int = 2
+    warmup_rounds: int = 1  # per launch, stored with status warmup, never averaged
+    margin: float = 0.05  # equivalence margin: within ±5% is "equivalent"
     confidence: float = 0.95
+    min_launches: int = 3  # nothing is decided with fewer launch epochs
+    max_launches: int = 10  # launch epochs at most
+    blocks: int | None = None  # blocks per launch; None: chosen from the variance components
+    target_rel_ci: float = 0.02  # a scenario compared with nothing stops at this CI (launches)
+    max_time_s: float = 600.0  # wall time of the group's epochs
+    max_consecutive_failures: int = 2  # failed launches in a row that drop a scenario
+
+    @property
+    def alpha(self) -> float:
+        return 1 - self.confidence
 
 
 @dataclass(frozen=True)
 class StopDecision:
-    reason: str  # converged | max_runs | time_budget | failing | skipped
+    reason: str  # decided | dropped | max_launches | time_budget | budget | failing | skipped
     detail: str
-    runs: int  # measured successful runs
+    runs: int  # measured rounds
     mean_ms: float | None = None
     rel_ci: float | None = None
-
-
-def next_index(rows: Sequence[dict[str, Any]]) -> int:
-    """The first slot of a scenario not yet stored (slots of interrupted runs are missing)."""
-    taken = {r["repetition"] for r in rows if r.get("run_key") is not None}
-    index = 0
-    while index in taken:
-        index += 1
-    return index
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"±{value:.1%}"
-
-
-def decide_stop(rows: Sequence[dict[str, Any]], rule: StopRule) -> StopDecision | None:
-    """Whether a scenario is done, from its stored runs in this study (None = go on)."""
-    slots = sorted((r for r in rows if r.get("run_key") is not None), key=lambda r: r["repetition"])
-    measured = [r for r in slots if r["repetition"] >= rule.warmup_runs]
-    means = [r["summary"]["e2e_mean_ms"] for r in measured
-             if r["status"] == "ok" and "e2e_mean_ms" in r.get("summary", {})]
-    ci = mean_ci(means, rule.confidence) if len(means) >= 2 else None
-    rel = ci.relative if ci is not None else None
-    mean = ci.mean if ci is not None else (means[0] if means else None)
-    failures = 0
-    for r in reversed(slots):
-        if r["status"] not in FAILED_STATUSES:
-            break
-        failures += 1
-    if failures >= rule.max_consecutive_failures:
-        return StopDecision("failing", f"{failures} failures in a row, last: {slots[-1].get('error')}",
-                            len(means), mean, rel)
-    if ci is not None and len(means) >= max(rule.min_runs, 2) and rel <= rule.target_rel_ci:
-        return StopDecision("converged", f"CI {_pct(rel)} <= ±{rule.target_rel_ci:.1%} after "
-                            f"{len(means)} runs", len(means), mean, rel)
-    if len(measured) >= rule.max_runs:
-        return StopDecision("max_runs", f"{len(measured)} runs, CI {_pct(rel)} "
-                            f"(target ±{rule.target_rel_ci:.1%})", len(means), mean, rel)
-    spent = sum(r["finished_at"] - r["started_at"] for r in slots)
-    if spent >= rule.max_time_s:
-        return StopDecision("time_budget", f"{spent:.0f} s of {rule.max_time_s:g} s used, "
-                            f"{len(means)} runs, CI {_pct(rel)}", len(means), mean, rel)
-    return None
 
 
 @dataclass
@@ -306,82 +74,310 @@ class PlannedScenario:
     scenario: Scenario
     platform: Any = None
     data_dir: Path | None = None
-    rule: StopRule = StopRule()
+    rule: RaceRule = RaceRule()
     settings: RunSettings = RunSettings()
     skip_reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    emulated: bool = False
 
     @property
     def key(self) -> str:
         return self.scenario.key
 
-
-def round_order(active: Sequence[PlannedScenario], seed: int, round_no: int) -> list[PlannedScenario]:
-    """This round's order: a shuffle seeded by (seed, round), independent of input order."""
-    items = sorted(active, key=lambda p: p.key)
-    random.Random(f"{seed}:{round_no}").shuffle(items)
-    return items
+    def contender(self) -> Contender:
+        assert self.platform is not None and self.data_dir is not None
+        return Contender(self.scenario, self.platform, self.data_dir, self.settings)
 
 
-def _row(record: RunRecord) -> dict[str, Any]:
-    return {"run_key": record.run_key, "scenario_key": record.scenario.key,
-            "repetition": record.repetition, "status": record.status, "error": record.error,
-            "started_at": record.started_at, "finished_at": record.finished_at,
-            "summary": record.summary}
+# -- groups and what they need ----------------------------------------------------------------
+def group_key(scenario: Scenario, emulated: bool) -> str:
+    """Scenarios measured together: one workload (app, size, backend, LoadGen scenario,
+    requests, batch, inference-only), any deployment and host conditions."""
+    workload = scenario.with_(platform=PlatformName.BM, cores=1, cpu_mode=CpuMode.VNL,
+                              host_load=HostLoad.IDLE, page_cache=PageCache.WARM,
+                              storage=Storage.NATIVE)
+    return workload.key + ("|emulated" if emulated else "")
 
 
+def conditions_key(scenario: Scenario) -> tuple[str, ...]:
+    return tuple(scenario.conditions)
+
+
+@dataclass
+class Group:
+    key: str
+    members: list[PlannedScenario]
+    emulated: bool
+
+    @property
+    def label(self) -> str:
+        s = self.members[0].scenario
+        return s.label.split(" · ", 1)[1] + (" [emulated]" if self.emulated else "")
+
+    @property
+    def rule(self) -> RaceRule:
+        rules = [m.rule for m in self.members]
+        return RaceRule(
+            warmup_rounds=max(r.warmup_rounds for r in rules),
+            margin=min(r.margin for r in rules), confidence=max(r.confidence for r in rules),
+            min_launches=max(r.min_launches for r in rules),
+            max_launches=max(r.max_launches for r in rules),
+            blocks=next((r.blocks for r in rules if r.blocks is not None), None),
+            target_rel_ci=min(r.target_rel_ci for r in rules),
+            max_time_s=max(r.max_time_s for r in rules),
+            max_consecutive_failures=max(r.max_consecutive_failures for r in rules))
+
+    def selections(self) -> list[list[str]]:
+        """The recommendation's candidate sets: an idle host, per set of the other host
+        conditions. Emulated guests are never recommended."""
+        if self.emulated:
+            return []
+        by_conditions: dict[tuple[str, ...], list[str]] = {}
+        for m in self.members:
+            s = m.scenario
+            if s.host_load is HostLoad.IDLE:
+                by_conditions.setdefault(conditions_key(s), []).append(m.key)
+        return [keys for keys in by_conditions.values() if len(keys) >= 2]
+
+    def claims(self) -> list[tuple[str, str]]:
+        """Pairs that differ in one thing, as the report compares them: (scenario, baseline)."""
+        keys = {m.key for m in self.members}
+        out: list[tuple[str, str]] = []
+
+        def pair(s: Scenario, base: Scenario) -> None:
+            if base.key in keys and s.key != base.key:
+                out.append((s.key, base.key))
+
+        for m in self.members:
+            s = m.scenario
+            if s.platform is not PlatformName.BM:
+                pair(s, s.with_(platform=PlatformName.BM))
+            if s.cpu_mode is CpuMode.PIN:
+                pair(s, s.with_(cpu_mode=CpuMode.VNL))
+            if s.host_load is HostLoad.BUSY:
+                pair(s, s.with_(host_load=HostLoad.IDLE))
+            if s.storage is Storage.THROTTLED:
+                pair(s, s.with_(storage=Storage.NATIVE))
+            if s.page_cache is PageCache.COLD:
+                pair(s, s.with_(page_cache=PageCache.WARM))
+            bigger = sorted(c.scenario.cores for c in self.members
+                            if c.scenario.with_(cores=s.cores).key == s.key and c.scenario.cores > s.cores)
+            if bigger:
+                pair(s.with_(cores=bigger[0]), s)
+        return list(dict.fromkeys(out))
+
+
+def make_groups(planned: Sequence[PlannedScenario]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for p in planned:
+        if p.skip_reason is not None:
+            continue
+        key = group_key(p.scenario, p.emulated)
+        groups.setdefault(key, Group(key, [], p.emulated)).members.append(p)
+    return sorted(groups.values(), key=lambda g: (g.emulated, g.label))
+
+
+# -- the state of a group, from the store -------------------------------------------------------
+@dataclass
+class GroupState:
+    """What the store holds for a group: its rounds (for the statistics), epochs done,
+    costs, launch failures in a row, time spent."""
+
+    rounds: list[stats.Round]
+    epochs_done: int
+    spent_s: float
+    launch_s: dict[str, float]
+    round_s: dict[str, float]
+    failures_in_a_row: dict[str, int]
+    measured: dict[str, int]
+    last_error: dict[str, str] = field(default_factory=dict)
+
+
+def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
+    keys = {m.key for m in group.members}
+    mine = [r for r in rows if r["scenario_key"] in keys]
+    rounds, launch_s, round_s = [], {}, {}
+    epochs: set[int] = set()
+    spent: dict[tuple[int, str], tuple[float, float]] = {}
+    failures_in_a_row: dict[str, int] = {k: 0 for k in keys}
+    measured: dict[str, int] = {k: 0 for k in keys}
+    last_error: dict[str, str] = {}
+    latencies: dict[str, list[float]] = {}
+    durations: dict[str, list[float]] = {}
+    for r in sorted(mine, key=lambda r: r["started_at"]):
+        key = r["scenario_key"]
+        if r.get("repetition") is not None:
+            epochs.add(int(r["repetition"]))
+            lo, hi = spent.get((int(r["repetition"]), ""), (math.inf, 0.0))
+            spent[(int(r["repetition"]), "")] = (min(lo, r["started_at"]), max(hi, r["finished_at"]))
+        if r["status"] in FAILED_STATUSES:
+            failures_in_a_row[key] += 1
+            last_error[key] = r.get("error") or ""
+        elif r["status"] in ("ok", "warmup"):
+            failures_in_a_row[key] = 0
+        if r["status"] == "ok":
+            mean = (r.get("summary") or {}).get("e2e_mean_ms")
+            if mean is not None and r.get("launch_id"):
+                rounds.append(stats.Round(key, r["launch_id"], float(mean), r.get("block_id")))
+                measured[key] += 1
+            durations.setdefault(key, []).append(r["finished_at"] - r["started_at"])
+        latency = r.get("start_latency_s")
+        if latency is not None and r.get("launch_round") == 1:
+            latencies.setdefault(key, []).append(float(latency))
+    for key in keys:
+        launch_s[key] = float(sum(latencies[key]) / len(latencies[key])) if latencies.get(key) else DEFAULT_LAUNCH_S
+        round_s[key] = float(sum(durations[key]) / len(durations[key])) if durations.get(key) else DEFAULT_ROUND_S
+    spent_s = sum(hi - lo for lo, hi in spent.values() if hi > lo)
+    return GroupState(rounds, max(epochs) + 1 if epochs else 0, spent_s, launch_s, round_s,
+                      failures_in_a_row, measured, last_error)
+
+
+@dataclass
+class GroupPlan:
+    """The next epoch of a group, or why it is over."""
+
+    active: list[str]
+    blocks: int
+    pending: list[tuple[str, str]]
+    outlooks: list[stats.PairOutlook]
+    selections: list[stats.Selection]
+    claims: list[stats.PairedComparison]
+    dropped: dict[str, str]
+    stop: str | None = None  # why the group is over (None: run the next epoch)
+    detail: str = ""
+
+
+def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None = None) -> GroupPlan:
+    """Racing for one group: what its next epoch measures, or why it stops."""
+    rule = group.rule
+    options = dict(margin=rule.margin, alpha=rule.alpha, min_launches=rule.min_launches)
+    failing = {k for k, n in state.failures_in_a_row.items() if n >= rule.max_consecutive_failures}
+    usable = [m.key for m in group.members if m.key not in failing]
+    selections_keys = [[k for k in sel if k in usable] for sel in group.selections()]
+    claims = [(a, b) for a, b in group.claims() if a in usable and b in usable]
+    plans = [stats.plan_epoch(state.rounds, sel, (), launch_s=state.launch_s, round_s=state.round_s,
+                              **options) for sel in selections_keys if len(sel) >= 2]
+    claim_plan = stats.plan_epoch(state.rounds, [], claims, launch_s=state.launch_s,
+                                  round_s=state.round_s, **options)
+    active = set(claim_plan.active)
+    pending = list(claim_plan.pending)
+    outlooks = list(claim_plan.outlooks)
+    dropped: dict[str, str] = {k: "launch failed "
+                               f"{state.failures_in_a_row[k]} times in a row" for k in failing}
+    for plan in plans:
+        active |= set(plan.active)
+        pending += list(plan.pending)
+        outlooks += list(plan.outlooks)
+    involved = {k for sel in selections_keys if len(sel) >= 2 for k in sel} | {k for pair in claims for k in pair}
+    # a scenario compared with nothing still needs its own CI (or its budget of launches)
+    for key in usable:
+        if key in involved:
+            continue
+        own = [r for r in state.rounds if r.scenario == key]
+        ci = stats.scenario_ci(own)
+        if not ci.converged(rule.target_rel_ci, rule.min_launches):
+            active.add(key)
+    for plan in plans:
+        for s, why in plan.dropped:
+            if s not in active:
+                dropped.setdefault(s, why)
+    for key in usable:
+        if key not in active:
+            dropped.setdefault(key, "every decision that needs it is made")
+    blocks = rule.blocks or max([p.blocks_per_launch for p in plans] + [claim_plan.blocks_per_launch])
+    out = GroupPlan(sorted(active), blocks, list(dict.fromkeys(pending)), outlooks,
+                    [p.selection for p in plans], list(claim_plan.claims), dropped)
+    if not active:
+        out.stop, out.detail = "decided", "every needed decision is made"
+    elif state.epochs_done >= rule.max_launches:
+        out.stop, out.detail = "max_launches", f"{state.epochs_done} launch epochs (max_launches)"
+    elif state.spent_s >= rule.max_time_s:
+        out.stop, out.detail = "time_budget", f"{state.spent_s:.0f} s of {rule.max_time_s:g} s used"
+    elif budget_left_s is not None and budget_left_s <= 0:
+        out.stop, out.detail = "budget", "the sweep's --budget is spent"
+    return out
+
+
+def undecided_text(plan: GroupPlan, labels: dict[str, str]) -> list[str]:
+    """One line per pending pair: what it is, and about how much more would decide it."""
+    out = []
+    by_pair = {(o.a, o.b): o for o in plan.outlooks}
+    for a, b in plan.pending:
+        o = by_pair.get((a, b)) or by_pair.get((b, a))
+        more = ""
+        if o is not None and o.more_epochs is not None:
+            more = (f"; about {o.more_epochs} more launch epoch(s) ({o.more_blocks} blocks) would "
+                    f"decide it ({o.basis})")
+        elif o is not None:
+            more = f"; {o.basis}"
+        out.append(f"{labels.get(a, a)} vs {labels.get(b, b)}: undecided{more}")
+    return out
+
+
+# -- the sweep ----------------------------------------------------------------------------------
 def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, seed: int = 0,
+              budget_s: float | None = None, allow_concurrent: bool = False,
+              sink: Callable[[RunRecord], None] | None = None,
               on_run: Callable[[PlannedScenario, RunRecord], None] | None = None,
+              on_epoch: Callable[[Group, GroupPlan, int], None] | None = None,
               on_stop: Callable[[PlannedScenario, StopDecision], None] | None = None,
-              ) -> dict[str, StopDecision]:
-    """Run a study's scenarios in seeded, interleaved rounds until each one stops.
+              ledger: Ledger | None = None, runs_root: Path | None = None,
+              execute: Callable[..., Any] = run_block_set) -> dict[str, StopDecision]:
+    """Run a study's groups, epoch by epoch, until each one stops (see the module docstring).
 
     Resumable: everything is derived from the runs already stored for ``study``. Returns
-    each scenario's stop decision by scenario key.
-    """
+    each scenario's stop decision by scenario key. ``execute`` runs one block set (tests
+    and the fleet pass their own)."""
     decisions: dict[str, StopDecision] = {}
+    by_key = {p.key: p for p in planned}
     for p in planned:
         if p.skip_reason is not None:
             decisions[p.key] = StopDecision("skipped", p.skip_reason, 0)
             store.record_stop(study, p.scenario, "skipped", p.skip_reason, 0)
             if on_stop:
                 on_stop(p, decisions[p.key])
-    runnable = [p for p in planned if p.skip_reason is None]
+    store_sink = sink or store.add
+    began = time.monotonic()
+    for group in make_groups(planned):
+        while True:
+            state = group_state(group, store.study_runs(study))
+            left = None if budget_s is None else budget_s - (time.monotonic() - began)
+            plan = plan_group(group, state, budget_left_s=left)
+            if plan.stop is not None:
+                _record_stops(group, plan, state, store, study, decisions, on_stop)
+                break
+            if on_epoch:
+                on_epoch(group, plan, state.epochs_done)
+            contenders = tuple(by_key[k].contender() for k in plan.active)
+            block_set = BlockSet(contenders, blocks=plan.blocks, warmup_rounds=group.rule.warmup_rounds,
+                                 epoch=state.epochs_done, study=study, seed=seed,
+                                 allow_concurrent=allow_concurrent)
+            execute(block_set, store_sink, ledger=ledger, runs_root=runs_root,
+                    on_run=(lambda c, r: on_run(by_key[c.key], r)) if on_run else None)
+    return decisions
 
-    def load_rows() -> dict[str, list[dict[str, Any]]]:
-        rows: dict[str, list[dict[str, Any]]] = {p.key: [] for p in runnable}
-        for row in store.study_runs(study):
-            if row["scenario_key"] in rows:
-                rows[row["scenario_key"]].append(row)
-        return rows
 
-    rows = load_rows()
-    while True:
-        active = []
-        for p in runnable:
-            if p.key in decisions:
-                continue
-            decision = decide_stop(rows[p.key], p.rule)
-            if decision is None:
-                active.append(p)
-                continue
-            decisions[p.key] = decision
-            store.record_stop(study, p.scenario, decision.reason, decision.detail, decision.runs)
-            if on_stop:
-                on_stop(p, decision)
-        if not active:
-            return decisions
-        round_no = min(next_index(rows[p.key]) for p in active)
-        for p in round_order(active, seed, round_no):
-            index = next_index(rows[p.key])
-            try:
-                record = run_and_store(p.scenario, p.platform, store, data_dir=p.data_dir,
-                                       settings=p.settings, run_key=run_key(study, p.scenario, index),
-                                       study=study, repetition=index,
-                                       warmup=index < p.rule.warmup_runs)
-            except StoreError:  # another sweep on this db stored the slot first
-                rows = load_rows()
-                continue
-            rows[p.key].append(_row(record))
-            if on_run:
-                on_run(p, record)
+def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store, study: str,
+                  decisions: dict[str, StopDecision],
+                  on_stop: Callable[[PlannedScenario, StopDecision], None] | None) -> None:
+    for m in group.members:
+        own = [r for r in state.rounds if r.scenario == m.key]
+        ci = stats.scenario_ci(own)
+        mean = ci.mean_ms if ci.rounds else None
+        rel = ci.relative if ci.launches >= 2 else None
+        why = plan.dropped.get(m.key, "")
+        if why.startswith("launch failed"):
+            last = state.last_error.get(m.key)
+            reason, detail = "failing", why + (f", last: {last}" if last else "")
+        elif plan.stop == "decided":
+            reason, detail = "decided", why or plan.detail
+        elif why and m.key not in plan.active:
+            reason, detail = "dropped", why
+        else:
+            reason, detail = plan.stop or "decided", plan.detail
+        detail = f"{detail}; {state.measured.get(m.key, 0)} rounds in {ci.launches} launches"
+        decision = StopDecision(reason, detail, state.measured.get(m.key, 0), mean, rel)
+        decisions[m.key] = decision
+        store.record_stop(study, m.scenario, reason, detail, decision.runs)
+        if on_stop:
+            on_stop(m, decision)

@@ -20,6 +20,7 @@ class WarningCode(str, Enum):
     AFFINITY_MISMATCH = "affinity_mismatch"
     FEW_SAMPLES = "few_samples"
     CONDITION_UNMET = "condition_unmet"
+    CONCURRENT_RUN = "concurrent_run"
 
 
 HINTS: dict[WarningCode, str] = {
@@ -37,6 +38,8 @@ HINTS: dict[WarningCode, str] = {
     WarningCode.FEW_SAMPLES: "too few requests for stable percentiles; use --requests 100 or more",
     WarningCode.CONDITION_UNMET: "a host condition the study asked for (busy, cold cache, "
     "throttled storage) could not be applied; run as root or change the study",
+    WarningCode.CONCURRENT_RUN: "another deploybench session measured on this host at the same "
+    "time; run studies one after the other (drop --allow-concurrent)",
 }
 
 

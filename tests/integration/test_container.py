@@ -1,35 +1,33 @@
-"""CN through real OCI runtimes and engines: the worker's own view from inside the container
-(namespaces, read-only root, no network, pinned cores or quota), clean-up after success,
-timeout, kill and Ctrl-C, the thread-pool trap, and the Docker / Podman engines."""
+"""CN through real OCI runtimes and engines: the warm worker's own view from inside the
+container (namespaces, read-only root, no network, pinned cores or quota), several rounds
+over stdin/stdout, pause, clean-up after success, a hung round, a killed worker and Ctrl-C,
+the thread-pool trap, and the Docker / Podman engines."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import tempfile
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from deploybench.platforms.base import PlatformOptions
-from deploybench.platforms.container import Container, OciRuntime
 from deploybench.host import CGROUP_ROOT
-from deploybench.platforms.oci import bundles_root, mounts_under
+from deploybench.platforms.base import PlatformOptions
+from deploybench.platforms.container import Container, probe
+from deploybench.platforms.container.launchers import EngineCli, OciRuntime
+from deploybench.platforms.container.oci import bundles_root, mounts_under
 from deploybench.scenario import Scenario
-from deploybench.sweep import RunSettings, build_job, run_one
 from deploybench.warnings import WarningCode
+from tests.conftest import measure, open_session, round_job
 
 ISOLATED = ("pid", "mnt", "ipc", "uts", "net", "cgroup")
 
 
 @pytest.fixture(scope="module")
 def runc(needs_cgroups):
-    problem = OciRuntime("runc").probe()
+    problem = probe(OciRuntime("runc"))
     if problem:
         pytest.skip(f"runc cannot run a container here: {problem}")
     return OciRuntime("runc")
@@ -59,16 +57,21 @@ def check_isolation(env: dict, cid: str) -> None:
     assert iso["net_interfaces"] == ["lo"]
 
 
+def _scenario(name="CN/1/PIN/CPU", requests=8, **kw):
+    return Scenario.parse(name, app="ic", model_size="tiny", requests=requests, **kw)
+
+
 @pytest.mark.parametrize("cores", [1, 2])
 @pytest.mark.parametrize("mode", ["PIN", "VNL"])
-def test_runc_container_gives_the_worker_what_was_asked(runc, host, ic_data, cores, mode):
+def test_runc_container_gives_the_warm_worker_what_was_asked(runc, host, ic_data, cores, mode):
     if cores > host.cores:
         pytest.skip(f"the host has {host.cores} usable cores")
-    scenario = Scenario.parse(f"CN/{cores}/{mode}/CPU", app="ic", model_size="tiny", requests=8)
-    record = run_one(scenario, Container(), data_dir=ic_data, settings=RunSettings(timeout_s=180))
-    assert record.status == "ok", record.error
+    records = measure(_scenario(f"CN/{cores}/{mode}/CPU"), Container(), ic_data, rounds=2, timeout_s=180)
+    assert [r.status for r in records] == ["ok", "ok"], records[0].error
+    record = records[-1]
     facts, env = record.platform, record.environment
     cid = facts["container_id"]
+    assert records[0].platform["container_id"] == cid  # two rounds in one container
     check_isolation(env, cid)
     if mode == "PIN":
         assert env["affinity"] == facts["limits"]["cpus"] and len(env["affinity"]) == cores
@@ -77,11 +80,10 @@ def test_runc_container_gives_the_worker_what_was_asked(runc, host, ic_data, cor
     else:
         assert env["cgroup"]["cpu_quota_cores"] == pytest.approx(cores)
         assert env["affinity"] == host.usable_cpus  # floats over the whole host
-        assert facts["cpu_stat"]["nr_periods"] > 0
     assert env["cpu_budget"] == cores and env["torch_threads"] == cores
-    assert facts["runtime"] == "runc" and facts["runtime_version"]
-    assert facts["cpu_stat"]["cpu_usage_ms"] > 0
-    for latency in ("create_s", "start_s", "delete_s", "start_latency_s"):
+    assert facts["runtime"] == "runc" and facts["runtime_version"] and facts["channel"] == "stdio"
+    assert facts["cpu_stat"]["cpu_usage_ms"] > 0  # the round's share, read from the host
+    for latency in ("create_s", "start_s", "start_latency_s"):
         assert facts[latency] > 0, latency
     assert not [w for w in record.warnings if w["code"] in
                 (WarningCode.THREADS_OVER_BUDGET.value, WarningCode.AFFINITY_MISMATCH.value)]
@@ -89,13 +91,11 @@ def test_runc_container_gives_the_worker_what_was_asked(runc, host, ic_data, cor
 
 
 def test_crun_runs_the_same_container(needs_cgroups, ic_data):
-    crun = OciRuntime("crun")
-    problem = crun.probe()
+    problem = probe(OciRuntime("crun"))
     if problem:
         pytest.skip(f"crun cannot run a container here: {problem}")
-    scenario = Scenario.parse("CN/1/PIN/CPU", app="ic", model_size="tiny", requests=4)
-    record = run_one(scenario, Container(PlatformOptions(runtime="crun")), data_dir=ic_data,
-                     settings=RunSettings(timeout_s=180))
+    (record,) = measure(_scenario(requests=4), Container(PlatformOptions(runtime="crun")), ic_data,
+                        timeout_s=180)
     assert record.status == "ok", record.error
     assert record.platform["runtime"] == "crun"
     check_isolation(record.environment, record.platform["container_id"])
@@ -103,68 +103,57 @@ def test_crun_runs_the_same_container(needs_cgroups, ic_data):
     assert_nothing_left(record.platform["container_id"], "crun")
 
 
-def _job(tmp_path, ic_data, name="CN/1/PIN/CPU", **changes):
-    run_dir = Path(tempfile.mkdtemp(dir=tmp_path))
-    run_dir.chmod(0o777)
-    scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=4)
-    job = build_job(scenario, data_dir=ic_data, run_dir=run_dir, run_id="t",
-                    settings=RunSettings()).with_(**changes)
-    return scenario, job
+def test_a_paused_container_uses_no_cpu(runc, ic_data):
+    scenario = _scenario(requests=4)
+    with open_session(scenario, Container(), ic_data) as session:
+        pid = session.attached.pid
+        assert session.measure(round_job(scenario, ic_data), 120).status == "ok"
+        session.pause()
+        fields = lambda: sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])  # noqa: E731
+        before = fields()
+        time.sleep(1.0)
+        assert fields() == before
+        assert session.measure(round_job(scenario, ic_data), 120).status == "ok"
+        cid = session.spec.container_id
+    assert_nothing_left(cid)
 
 
-def test_a_hung_worker_is_killed_at_the_timeout_and_nothing_is_left(runc, tmp_path, ic_data):
-    scenario, job = _job(tmp_path, ic_data, debug_hang_s=120)
-    t = time.monotonic()
-    outcome = Container().run(scenario, job, timeout_s=3)
-    assert time.monotonic() - t < 30
-    assert outcome.status == "timeout" and "3 s timeout" in outcome.error
-    assert "delete_s" in outcome.host_facts
-    assert_nothing_left(outcome.host_facts["container_id"])
+def test_a_hung_round_is_killed_at_the_timeout_and_nothing_is_left(runc, ic_data):
+    scenario = _scenario(requests=4)
+    with open_session(scenario, Container(), ic_data) as session:
+        t = time.monotonic()
+        outcome = session.measure(round_job(scenario, ic_data, debug_hang_s=120), timeout_s=3)
+        assert time.monotonic() - t < 30
+        assert outcome.status == "timeout" and "3 s timeout" in outcome.error
+        cid = session.spec.container_id
+    assert session.facts.details["delete_s"] >= 0
+    assert_nothing_left(cid)
 
 
-def test_a_worker_killed_mid_run_is_a_recorded_failure_and_nothing_is_left(runc, tmp_path, ic_data, store):
-    before = set(runc.container_ids())
-    killed: list[int] = []
-
-    def kill_new_container() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            for cid in set(runc.container_ids()) - before:
-                state = subprocess.run(["runc", "state", cid], capture_output=True, text=True)
-                if state.returncode == 0 and json.loads(state.stdout)["status"] == "running":
-                    pid = json.loads(state.stdout)["pid"]
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            time.sleep(0.1)
-
-    scenario = Scenario.parse("CN/1/PIN/CPU", app="ic", model_size="tiny", requests=4)
-    platform = Container()
-    killer = threading.Thread(target=kill_new_container)
-    killer.start()
-    # debug_hang_s keeps the worker alive long enough to be killed from outside
-    original = platform.run
-    platform.run = lambda sc, job, timeout_s: original(sc, job.with_(debug_hang_s=30), timeout_s)
-    record = run_one(scenario, platform, data_dir=ic_data, settings=RunSettings(timeout_s=120))
-    killer.join()
-    store.add(record)
-    assert killed, "the container never ran"
-    assert record.status == "failed"
-    assert "no result" in record.error and "-9" in record.error
-    assert [r.status for r in store.runs()] == ["failed"]
-    assert_nothing_left(record.platform["container_id"])
+def test_a_worker_killed_mid_round_is_a_recorded_failure_and_nothing_is_left(runc, ic_data):
+    scenario = _scenario(requests=4)
+    with open_session(scenario, Container(), ic_data) as session:
+        pid = session.attached.pid  # the container's init, as the host sees it
+        threading.Timer(1.0, lambda: os.kill(pid, signal.SIGKILL)).start()
+        outcome = session.measure(round_job(scenario, ic_data, debug_hang_s=30), 60)
+        cid = session.spec.container_id
+    assert outcome.status == "failed"
+    assert "the worker died during the round" in outcome.error
+    assert_nothing_left(cid)
 
 
-def test_ctrl_c_during_a_run_cleans_up_and_reports_interrupted(runc, tmp_path, ic_data):
-    scenario, job = _job(tmp_path, ic_data, debug_hang_s=60)
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        outcome = Container().run(scenario, job, timeout_s=120)
-    finally:
-        timer.cancel()
+def test_ctrl_c_during_a_round_cleans_up_and_reports_interrupted(runc, ic_data):
+    scenario = _scenario(requests=4)
+    with open_session(scenario, Container(), ic_data) as session:
+        timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            outcome = session.measure(round_job(scenario, ic_data, debug_hang_s=60), timeout_s=120)
+        finally:
+            timer.cancel()
+        cid = session.spec.container_id
     assert outcome.status == "interrupted"
-    assert_nothing_left(outcome.host_facts["container_id"])
+    assert_nothing_left(cid)
 
 
 HOST_SIZED_APP = textwrap.dedent('''
@@ -188,15 +177,12 @@ def test_a_pool_sized_from_the_host_inside_a_container_is_warned_about(runc, hos
     (apps / "hostsized.py").write_text(HOST_SIZED_APP)
     scenario = Scenario.parse("CN/1/PIN/CPU", app="hostsized:HostSizedPools", model_size="tiny", requests=4)
     platform = Container(extra_env={"PYTHONPATH": str(apps)}, extra_mounts=(str(apps),))
-    _, job = _job(tmp_path, ic_data)
-    job = job.with_(app="hostsized:HostSizedPools")
-    outcome = platform.run(scenario, job, timeout_s=180)
-    assert outcome.status == "ok", outcome.error
-    env = outcome.result.environment
+    (record,) = measure(scenario, platform, ic_data, timeout_s=180)
+    assert record.status == "ok", record.error
+    env = record.environment
     assert env["os_cpu_count"] == os.cpu_count()  # the host's count leaks into the container
     assert env["cpu_budget"] == 1 and env["torch_threads"] == 1  # the worker's own pools obey
-    codes = [w["code"] for w in outcome.result.warnings]
-    assert WarningCode.THREADS_OVER_BUDGET.value in codes
+    assert WarningCode.THREADS_OVER_BUDGET.value in record.warning_codes
 
 
 # -- engines -------------------------------------------------------------------------------
@@ -204,7 +190,7 @@ def test_a_pool_sized_from_the_host_inside_a_container_is_warned_about(runc, hos
 def private_dockerd(needs_cgroups):
     """A dockerd of our own (private data root, no networking set-up), stopped after."""
     from deploybench.platforms.base import PlatformError
-    from deploybench.platforms.engines import private_dockerd as start_dockerd
+    from deploybench.platforms.container.launchers import private_dockerd as start_dockerd
 
     try:
         daemon = start_dockerd()
@@ -223,45 +209,37 @@ def private_dockerd(needs_cgroups):
         daemon.__exit__(None, None, None)
 
 
-def test_docker_engine_runs_the_worker_with_cpus_and_leaves_no_container(private_dockerd, host, ic_data):
-    from deploybench.platforms.engines import DockerEngine
-
-    engine = DockerEngine()
+def test_docker_engine_runs_the_warm_worker_with_cpus_and_leaves_no_container(private_dockerd, host, ic_data):
+    engine = EngineCli("docker")
     assert engine.problem() is None
-    scenario = Scenario.parse("CN/1/VNL/CPU", app="ic", model_size="tiny", requests=4)
-    record = run_one(scenario, Container(PlatformOptions(engine="docker")), data_dir=ic_data,
-                     settings=RunSettings(timeout_s=180))
-    assert record.status == "ok", record.error
-    facts, env = record.platform, record.environment
+    records = measure(_scenario("CN/1/VNL/CPU", requests=4), Container(PlatformOptions(engine="docker")),
+                      ic_data, rounds=2, timeout_s=180)
+    assert [r.status for r in records] == ["ok", "ok"], records[0].error
+    facts, env = records[-1].platform, records[-1].environment
     check_isolation(env, facts["container_id"])
     assert env["cgroup"]["cpu_quota_cores"] == pytest.approx(1.0)
     assert env["affinity"] == host.usable_cpus
     assert facts["image"].startswith("deploybench-rootfs:")
     assert facts["cpu_stat"]["cpu_usage_ms"] > 0
-    assert engine.container_ids() == []
+    assert facts["container_id"] not in engine.container_ids()
     assert_nothing_left(facts["container_id"])
 
 
 def test_docker_engine_that_is_not_running_is_explained_in_one_line(monkeypatch, tmp_path):
-    from deploybench.platforms.engines import DockerEngine
-
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
-    problem = DockerEngine().problem()
+    problem = EngineCli("docker").problem()
     assert "nothing.sock" in problem and "\n" not in problem
 
 
-def test_podman_engine_runs_the_worker_pinned(needs_cgroups, ic_data):
-    from deploybench.platforms.engines import PodmanEngine
-
-    engine = PodmanEngine()
+def test_podman_engine_runs_the_warm_worker_pinned(needs_cgroups, ic_data):
+    engine = EngineCli("podman")
     problem = engine.problem()
     if problem:
         pytest.skip(problem)
-    scenario = Scenario.parse("CN/1/PIN/CPU", app="ic", model_size="tiny", requests=4)
-    record = run_one(scenario, Container(PlatformOptions(engine="podman")), data_dir=ic_data,
-                     settings=RunSettings(timeout_s=180))
-    assert record.status == "ok", record.error
-    facts, env = record.platform, record.environment
+    records = measure(_scenario(requests=4), Container(PlatformOptions(engine="podman")), ic_data,
+                      rounds=2, timeout_s=180)
+    assert [r.status for r in records] == ["ok", "ok"], records[0].error
+    facts, env = records[-1].platform, records[-1].environment
     check_isolation(env, facts["container_id"])
     assert env["affinity"] == facts["limits"]["cpus"]
     assert facts["container_id"] not in engine.container_ids()

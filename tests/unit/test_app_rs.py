@@ -118,7 +118,8 @@ def test_app_says_which_file_is_malformed(rs_data, tmp_path):
     app.load(rs_data, "tiny", "torch", 1)
     app.data_dir = tmp_path
     (tmp_path / "bad.tsv").write_text("0\t1\n")
-    with pytest.raises(AppError, match="bad.tsv: line 1"):
+    with pytest.raises(AppError, match=r"bad.tsv cannot be read \(ValueError: line 1.*"
+                                       r"deploybench data --app rs --force"):
         app.preprocess("bad.tsv")
 
 

@@ -1,5 +1,5 @@
 """Host conditions: busy neighbours (started, pinned, always stopped), cold page cache,
-the data device, I/O limits on a fake cgroup tree, the busy probe."""
+the data device, I/O limits on a fake cgroup tree, the meter of other CPU use."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,7 @@ from .sweep_fakes import QUIET, FakePlatform
 from deploybench import conditions
 from deploybench.platforms.cpu import CgroupManager, CpuLimits, IoLimits
 from deploybench.scenario import Scenario
-from deploybench.sweep import run_one
+from deploybench.execute import BlockSet, Contender, run_block_set
 
 
 def alive(pid: int) -> bool:
@@ -42,8 +42,7 @@ def test_busy_host_starts_pinned_neighbours_and_stops_them(host):
         pytest.skip("needs 2 cores to have a core to load")
     scenario = Scenario.parse("BM/1/PIN/CPU", host_load="busy")
     cpu = host.usable_cpus[0]
-    with conditions.applied(scenario, usable=host.usable_cpus, scenario_cpus=[cpu],
-                            busy_probe_s=0) as (facts, warnings):
+    with conditions.applied(scenario, usable=host.usable_cpus, scenario_cpus=[cpu]) as (facts, warnings):
         pids = facts["neighbour_pids"]
         assert facts["neighbours"] == host.cores - 1 == len(pids)
         assert all(alive(p) for p in pids)
@@ -58,8 +57,7 @@ def test_neighbours_are_stopped_when_the_run_raises(host):
     scenario = Scenario.parse("BM/1/VNL/CPU", host_load="busy")
     pids = []
     with pytest.raises(KeyboardInterrupt):
-        with conditions.applied(scenario, usable=host.usable_cpus, scenario_cpus=None,
-                                busy_probe_s=0) as (facts, _):
+        with conditions.applied(scenario, usable=host.usable_cpus, scenario_cpus=None) as (facts, _):
             pids = facts["neighbour_pids"]
             raise KeyboardInterrupt
     assert len(pids) == max(0, host.cores - 1)
@@ -83,17 +81,35 @@ def test_run_one_with_busy_host_records_and_cleans_up_neighbours(tmp_path, host)
     scenario = Scenario.parse("BM/1/VNL/CPU", host_load="busy")
     seen = {}
 
-    class Watching(FakePlatform):
-        def run(self, scenario, job, timeout_s):
-            seen["alive"] = _children()
-            return super().run(scenario, job, timeout_s)
+    platform = FakePlatform()
+    original = platform.open
 
-    record = run_one(scenario, Watching(), data_dir=tmp_path, settings=QUIET)
+    def opening(scenario, setup):
+        session = original(scenario, setup)
+        measure = session.measure
+
+        def watched(job, timeout_s):
+            seen["alive"] = _children()
+            return measure(job, timeout_s)
+
+        session.measure = watched
+        return session
+
+    platform.open = opening
+    (record,) = _records(scenario, platform, tmp_path)
     facts = record.host["conditions"]
     assert facts["host_load"] == "busy" and facts["neighbours"] == host.cores - 1
     assert facts["neighbour_cpus"] == "floating"
     assert set(facts["neighbour_pids"]) <= set(seen["alive"])
     assert not any(alive(p) for p in facts["neighbour_pids"])
+
+
+def _records(scenario, platform, tmp_path):
+    from deploybench.store import Store
+
+    with Store(tmp_path / "c.db") as store:
+        return run_block_set(BlockSet((Contender(scenario, platform, tmp_path, QUIET),), blocks=1),
+                             store.add).records
 
 
 def _children() -> list[int]:
@@ -111,7 +127,7 @@ def _children() -> list[int]:
 
 def test_busy_host_with_every_core_taken_says_nothing_to_load(tmp_path, host):
     scenario = Scenario.parse(f"BM/{host.cores}/VNL/CPU", host_load="busy")
-    record = run_one(scenario, FakePlatform(), data_dir=tmp_path, settings=QUIET)
+    (record,) = _records(scenario, FakePlatform(), tmp_path)
     assert record.host["conditions"]["neighbours"] == 0
     assert "condition_unmet" in record.warning_codes
 
@@ -120,7 +136,7 @@ def test_cold_page_cache_drops_caches_and_records_it(tmp_path):
     target = tmp_path / "drop_caches"
     target.write_text("")
     scenario = Scenario.parse("BM/1/PIN/CPU", page_cache="cold")
-    with conditions.applied(scenario, usable=[0], scenario_cpus=[0], busy_probe_s=0,
+    with conditions.applied(scenario, usable=[0], scenario_cpus=[0],
                             drop_caches_path=target) as (facts, warnings):
         pass
     assert target.read_text() == "3"
@@ -129,7 +145,7 @@ def test_cold_page_cache_drops_caches_and_records_it(tmp_path):
 
 def test_cold_page_cache_not_permitted_is_recorded_with_a_warning(tmp_path):
     scenario = Scenario.parse("BM/1/PIN/CPU", page_cache="cold")
-    with conditions.applied(scenario, usable=[0], scenario_cpus=[0], busy_probe_s=0,
+    with conditions.applied(scenario, usable=[0], scenario_cpus=[0],
                             drop_caches_path=tmp_path / "missing" / "drop_caches") as (facts, warnings):
         pass
     assert facts["caches_dropped"] is False
@@ -140,19 +156,27 @@ def test_cold_page_cache_not_permitted_is_recorded_with_a_warning(tmp_path):
 def test_warm_cache_does_not_drop(tmp_path):
     target = tmp_path / "drop_caches"
     target.write_text("")
-    with conditions.applied(Scenario.parse("BM/1/PIN/CPU"), usable=[0], scenario_cpus=[0],
-                            busy_probe_s=0, drop_caches_path=target) as (facts, _):
+    with conditions.applied(Scenario.parse("BM/1/PIN/CPU"), usable=[0], scenario_cpus=[0], drop_caches_path=target) as (facts, _):
         pass
     assert target.read_text() == "" and "caches_dropped" not in facts
 
 
-def test_busy_fraction_from_proc_stat(tmp_path):
+def test_the_meter_counts_only_the_cpu_others_used_during_the_round(tmp_path, monkeypatch):
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
     assert conditions._cpu_times(stat) == (800, 1000)
-    assert conditions.cpu_busy_fraction(0.01, stat) == 0.0  # nothing moved: no division by zero
-    real = conditions.cpu_busy_fraction(0.05)
-    assert real is not None and 0.0 <= real <= 1.0
+    clock = iter([100.0, 101.0])
+    monkeypatch.setattr(conditions.time, "monotonic", lambda: next(clock))
+    meter = conditions.HostMeter(stat)
+    with meter:
+        ticks = os.sysconf("SC_CLK_TCK")
+        # one second on 2 CPUs: 1.5 s of CPU were busy, 0.5 s of it the session's own
+        busy = int(1.5 * ticks)
+        stat.write_text(f"cpu  {100 + busy} 0 100 {800 + 2 * ticks - busy} 0 0 0 0 0 0\n")
+    assert meter.other_share(500.0, 2) == pytest.approx(0.5, abs=0.02)
+    assert meter.other_share(None, 2) is None
+    assert conditions.busy_warning(0.5, 0.25)[0]["code"] == "host_busy"
+    assert conditions.busy_warning(0.1, 0.25) == []
 
 
 def test_data_device_finds_a_whole_disk_or_says_why(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from deploybench.platforms.container import ContainerSpec, container_env, remove_cgroup_dirs
 from deploybench.platforms.cpu import CpuLimits
-from deploybench.platforms.oci import (BindMount, cpu_resources, make_rootfs, oci_config,
+from deploybench.platforms.container.oci import (BindMount, cpu_resources, make_rootfs, oci_config,
                                        plan_mounts, python_dirs, remove_bundle, write_bundle)
 
 PIN1 = CpuLimits(cpus=[1], quota_cores=None)
@@ -17,7 +17,8 @@ VNL2 = CpuLimits(cpus=[0, 1, 2, 3], quota_cores=2.0)
 
 
 def config(limits=PIN1, mounts=(), **kw):
-    args = dict(args=["/venv/bin/python", "-m", "deploybench.worker", "--job", "/runs/r/job.json"],
+    args = dict(args=["/venv/bin/python", "-m", "deploybench.worker", "--serve", "stdio", "--job",
+                      "/runs/r/job.json"],
                 env={"PATH": "/usr/bin", "OMP_NUM_THREADS": "1"}, cwd="/runs/r",
                 hostname="deploybench-abc", mounts=list(mounts), limits=limits,
                 cgroups_path="/deploybench-abc", mems="0")
@@ -192,22 +193,22 @@ def test_unknown_runtime_or_engine_is_a_one_line_error():
         Container(PlatformOptions(engine="lxc"))
 
 
-def test_spec_for_a_job_mounts_data_read_only_and_run_dir_writable(tmp_path):
+def test_spec_for_a_session_mounts_data_read_only_and_its_folder_writable(tmp_path):
+    from deploybench.execute import RunSettings, build_job
     from deploybench.platforms.container import Container
     from deploybench.scenario import Scenario
-    from deploybench.sweep import RunSettings, build_job
 
     (tmp_path / "data").mkdir()
     (tmp_path / "run").mkdir()
     scenario = Scenario.parse("CN/1/VNL/CPU", app="ic", model_size="tiny")
-    job = build_job(scenario, data_dir=tmp_path / "data", run_dir=tmp_path / "run", run_id="r",
-                    settings=RunSettings())
-    spec = Container().spec_for(scenario, job)
+    job = build_job(scenario, data_dir=tmp_path / "data", settings=RunSettings())
+    spec = Container().spec_for(scenario, job, tmp_path / "run")
     by_dest = {m.destination: m for m in spec.mounts}
     assert by_dest[str(tmp_path / "data")].readonly
     assert not by_dest[str(tmp_path / "run")].readonly
     assert [m for m in spec.mounts if not m.readonly] == [by_dest[str(tmp_path / "run")]]
     assert spec.limits.quota_cores == 1.0
     assert spec.container_id.startswith("deploybench-")
-    assert spec.args[-1] == str(tmp_path / "run" / "job.json")
+    assert spec.args[spec.args.index("--job") + 1] == str(tmp_path / "run" / "job.json")
+    assert spec.args[spec.args.index("--serve") + 1] == "stdio" and "--die-with-parent" in spec.args
     assert isinstance(spec, ContainerSpec)

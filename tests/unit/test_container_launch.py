@@ -1,54 +1,72 @@
-"""The host-side mechanics the CN platform relies on: waiting for a process that is not a
-plain child (the container's init) with a deadline, and adopting it as a subreaper."""
+"""The host-side mechanics sessions rely on so that nothing outlives its owner: a child
+subreaper adopts a container's orphaned init, and a child launched with a lifeline dies
+when its owner is SIGKILLed. Each runs in a throwaway process, so pytest itself stays as it is."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
-from deploybench.platforms.container import _reap, child_subreaper, wait_pid
-
-
-def test_wait_pid_returns_the_exit_status_of_a_child():
-    proc = subprocess.Popen(["sh", "-c", "exit 3"])
-    exited, status = wait_pid(proc.pid, time.monotonic() + 10)
-    assert (exited, status) == (True, 3)
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def test_wait_pid_gives_up_at_the_deadline_and_ticks_meanwhile():
-    proc = subprocess.Popen(["sleep", "30"])
-    ticks = []
-    try:
-        t = time.monotonic()
-        exited, status = wait_pid(proc.pid, t + 0.5, tick=lambda: ticks.append(1), tick_s=0.1)
-        assert (exited, status) == (False, None)
-        assert 0.4 < time.monotonic() - t < 5
-        assert len(ticks) >= 3
-    finally:
-        proc.kill()
-        proc.wait()
+def _python(code: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {SRC!r})\n" + code],
+                          capture_output=True, text=True, timeout=60, **kwargs)
 
 
 def test_a_subreaper_adopts_an_orphan_and_gets_its_exit_status():
-    with child_subreaper() as adopting:
-        assert adopting
-        # The outer shell exits at once, orphaning the inner one (as `runc create` does).
-        out = subprocess.run(["sh", "-c", '(sleep 0.3; exit 5) >/dev/null 2>&1 & echo $!'],
-                             capture_output=True, text=True, check=True)
-        orphan = int(out.stdout)
-        exited, status = wait_pid(orphan, time.monotonic() + 10)
-    assert (exited, status) == (True, 5)
+    out = _python(textwrap.dedent("""
+        import subprocess, time
+        from deploybench.platforms.container.launchers import become_subreaper, reap_child
+        assert become_subreaper()
+        # the outer shell exits at once, orphaning the inner one (as `runc create` does)
+        shell = subprocess.run(["sh", "-c", "(sleep 0.3; exit 5) >/dev/null 2>&1 & echo $!"],
+                               capture_output=True, text=True, check=True)
+        orphan = int(shell.stdout)
+        status = None
+        for _ in range(200):
+            status = reap_child(orphan)
+            if status is not None:
+                break
+            time.sleep(0.02)
+        print(status)
+    """))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "5"
 
 
 def test_reap_of_a_process_that_is_not_our_child_is_unknown():
-    assert _reap(os.getppid(), block=False) is None
+    from deploybench.platforms.container.launchers import reap_child
+
+    assert reap_child(os.getppid()) is None
 
 
-def test_subreaper_is_switched_off_after_use():
-    import ctypes
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
-    with child_subreaper():
-        pass
-    flag = ctypes.c_int(-1)
-    ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)
-    assert flag.value == 0
+
+def test_a_child_with_a_lifeline_dies_when_its_owner_is_killed(tmp_path):
+    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, subprocess, time
+        sys.path.insert(0, {SRC!r})
+        from deploybench.platforms.base import lifeline
+        child = subprocess.Popen(["sleep", "300"], preexec_fn=lifeline(), start_new_session=True)
+        print(child.pid, flush=True)
+        time.sleep(300)
+    """)], stdout=subprocess.PIPE, text=True)
+    child = int(owner.stdout.readline())
+    assert _alive(child)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the child outlived its owner"

@@ -47,7 +47,8 @@ def test_unknown_platform_names_the_list_index():
     (BASE.replace("cores = [1, 2]", "cores = [1, 0]"), "study.toml: cores: cores[1] = 0"),
     (BASE.replace("cores = [1, 2]", 'cores = ["two"]'), "study.toml: cores[0]: Input should be a valid integer"),
     (BASE + 'modes = ["PIN", "FAST"]\n', "study.toml: modes[1]: unknown CPU mode 'FAST'"),
-    (BASE + "[stopping]\nmin_runs = 5\nmax_runs = 3\n", "study.toml: stopping: min_runs (5) is more than max_runs (3)"),
+    (BASE + "[stopping]\nmax_runs = 3\n", "study.toml: stopping.max_runs: this key was replaced by max_launches"),
+    (BASE + "[stopping]\nmin_launches = 1\n", "study.toml: stopping.min_launches: Input should be greater than or equal to 2"),
     (BASE + "[stopping]\ntarget_rel_ci = 0\n", "study.toml: stopping.target_rel_ci: Input should be greater than 0"),
     (BASE + "[stopping]\nwarmup = 2\n", "study.toml: stopping.warmup: unknown key"),
     (BASE + "[host]\nhost_load = 'noisy'\n", "study.toml: host.host_load[0]: unknown host_load 'noisy': use one of idle busy"),
@@ -107,25 +108,26 @@ def test_per_app_sizes_and_requests_and_default_size():
 def test_overrides_layer_virtualized_platform_and_emulated():
     text = BASE.replace('platforms = ["BM"]', 'platforms = ["BM", "VM", "MVM"]') + """
 [stopping]
-max_runs = 10
+max_launches = 10
 [overrides.virtualized]
 requests = 2
-stopping = { max_runs = 2, warmup_runs = 0 }
+stopping = { max_launches = 2, warmup_rounds = 0 }
 [overrides.MVM]
 timeout_s = 77
 [overrides.emulated]
 cores = [1]
 modes = ["PIN"]
-stopping = { max_runs = 1 }
+stopping = { max_launches = 1 }
 """
     s = Study.from_toml(text)
     native = s.expand(kvm=True)
     assert {x.requests for x in native if x.platform is PlatformName.BM} == {4}
     assert {x.requests for x in native if x.platform is PlatformName.VM} == {2}
-    assert s.rule_for(PlatformName.BM).max_runs == 10
-    assert s.rule_for(PlatformName.VM).max_runs == 2
-    assert s.rule_for(PlatformName.VM).min_runs == 2  # clamped to max_runs
-    assert s.rule_for(PlatformName.VM, emulated=True).max_runs == 1
+    assert s.rule_for(PlatformName.BM).max_launches == 10
+    assert s.rule_for(PlatformName.VM).max_launches == 2
+    assert s.rule_for(PlatformName.VM).min_launches == 3  # not decided within 2: a functional check
+    assert s.rule_for(PlatformName.VM).warmup_rounds == 0
+    assert s.rule_for(PlatformName.VM, emulated=True).max_launches == 1
     assert s.timeout_for(PlatformName.MVM) == 77 and s.timeout_for(PlatformName.VM) == 900
     emulated = s.expand(kvm=False)
     vms = [x for x in emulated if x.platform is not PlatformName.BM]
@@ -178,11 +180,11 @@ def test_throttled_storage_is_skipped_on_platforms_without_io_limits(monkeypatch
     import deploybench.platforms as platforms
     from deploybench.planning import plan_study
 
-    class NoIo:
-        name = "BM"
+    from deploybench.platforms.base import PlatformBase
 
-        def __init__(self, options=None):
-            self.options = options
+    class NoIo(PlatformBase):
+        name = "BM"
+        supports_io_limits = False
 
         def unavailable_reason(self, host):
             return None
@@ -205,7 +207,7 @@ def test_paper_quick_covers_every_app_platform_core_and_mode():
     assert {(x.cores, x.cpu_mode) for x in scenarios} == {(c, m) for c in (1, 2) for m in CpuMode}
     assert all(x.model_size == "tiny" for x in scenarios)
     assert all(x.page_cache is PageCache.WARM and x.storage is Storage.NATIVE for x in scenarios)
-    assert s.rule_for(PlatformName.VM, emulated=True).max_runs <= 2
+    assert s.rule_for(PlatformName.VM, emulated=True).max_launches == 1
 
 
 def test_plan_output_names_the_estimate_basis(tmp_path):
@@ -214,10 +216,10 @@ def test_plan_output_names_the_estimate_basis(tmp_path):
                           "--accel", "tcg", "--db", str(tmp_path / "none.db")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert re.match(r"study paper-quick \(paper-quick.toml\): \d+ scenarios, \d+ to run, \d+ skipped",
+    assert re.match(r"study paper-quick \(paper-quick.toml\): \d+ scenarios, \d+ to run in \d+ group",
                     out.stdout)
     # under TCG the study's [overrides.emulated] keeps guests to IC on one pinned core
-    vm_lines = [line for line in out.stdout.splitlines() if re.match(r"\s+(run|skip)\s+(VM|MVM|VMCN)/", line)]
+    vm_lines = [line for line in out.stdout.splitlines() if re.match(r"\s+(run |idle|skip)\s+(VM|MVM|VMCN)/", line)]
     assert vm_lines and all("/1/PIN/CPU · ic" in line for line in vm_lines)
     assert "estimated duration:" in out.stdout and "heuristic" in out.stdout
     assert not (tmp_path / "none.db").exists()  # --plan creates no store

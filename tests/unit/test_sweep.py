@@ -1,95 +1,157 @@
-"""The adaptive sweep: stopping rule, warm-ups, resume after an interruption, failures,
-seeded interleaved order, run keys."""
+"""The sweep: launch epochs of warm (fake) sessions, interleaved blocks, racing to the
+decisions, warm-ups, failures, budgets, and resuming after an interruption."""
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pytest
-from .sweep_fakes import QUIET, FakePlatform, noisy, planned, scenarios
+from .sweep_fakes import QUIET, FakePlatform, noisy, planned
 
+from deploybench.execute import BlockSet, Contender, run_block_set, run_key
 from deploybench.findings import failures, summarize
 from deploybench.scenario import Scenario
-from deploybench.sweep import (
-    StopRule, decide_stop, next_index, round_order, run_key, run_one, run_sweep,
-)
+from deploybench.sweep import Group, PlannedScenario, RaceRule, make_groups, run_sweep
 
-RULE = StopRule(warmup_runs=1, target_rel_ci=0.02, min_runs=3, max_runs=8, max_time_s=600)
+RULE = RaceRule(warmup_rounds=1, margin=0.05, min_launches=3, max_launches=6, blocks=2,
+                target_rel_ci=0.02, max_time_s=600)
 
 
-def keyed_runs(store, study):
+def keyed(store, study):
     return [r for r in store.study_runs(study) if r["run_key"] is not None]
 
 
-def test_deterministic_scenario_stops_early_at_min_runs(store, tmp_path):
-    plan = planned([FakePlatform()], tmp_path, RULE)
+@pytest.fixture(autouse=True)
+def private_ledger(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYBENCH_LEDGER", str(tmp_path / "ledger"))
+    monkeypatch.setenv("DEPLOYBENCH_HOME", str(tmp_path / "home"))
+
+
+def test_a_steady_scenario_alone_stops_once_its_ci_over_three_launches_is_tight(store, tmp_path):
+    fake = FakePlatform()
+    plan = planned([fake], tmp_path, RULE)
+    (decision,) = run_sweep(plan, store, study="s").values()
+    assert decision.reason == "decided"
+    assert fake.launches == RULE.min_launches  # never fewer than 3 launches
+    statuses = Counter(r["status"] for r in keyed(store, "s"))
+    assert statuses == {"warmup": RULE.min_launches, "ok": RULE.min_launches * RULE.blocks}
+
+
+def test_a_noisy_scenario_alone_runs_to_max_launches(store, tmp_path):
+    fake = FakePlatform(mean_ms=noisy(sd=4.0))
+    (decision,) = run_sweep(planned([fake], tmp_path, RULE), store, study="s").values()
+    assert decision.reason == "max_launches"
+    assert fake.launches == RULE.max_launches
+
+
+def test_equal_scenarios_end_equivalent_and_a_slow_one_drops_out(store, tmp_path):
+    """Two equal scenarios (2% noise) and one 40% slower: the slow one is decided slower than
+    the best and dropped; the sweep stops when the selection is decided."""
+    import random
+
+    rng = random.Random(3)
+    a = FakePlatform(mean_ms=lambda i, launch=0: 10 * rng.gauss(1, 0.01))
+    b = FakePlatform(mean_ms=lambda i, launch=0: 10 * rng.gauss(1, 0.01))
+    slow = FakePlatform(mean_ms=lambda i, launch=0: 14 * rng.gauss(1, 0.01))
+    plan = planned([a, b, slow], tmp_path, RULE, names=["BM/1/PIN/CPU", "BM/1/VNL/CPU", "BM/2/PIN/CPU"])
     decisions = run_sweep(plan, store, study="s")
-    (decision,) = decisions.values()
-    assert decision.reason == "converged"
-    assert decision.runs == RULE.min_runs
-    assert len(keyed_runs(store, "s")) == RULE.warmup_runs + RULE.min_runs
+    assert {d.reason for d in decisions.values()} <= {"decided", "dropped"}
+    assert slow.launches <= a.launches  # it stops being launched once decided
+    assert a.launches >= RULE.min_launches
 
 
-def test_noisy_scenario_stops_late_at_max_runs(store, tmp_path):
-    plan = planned([FakePlatform(mean_ms=noisy(sd=5.0))], tmp_path, RULE)
-    (decision,) = run_sweep(plan, store, study="s").values()
-    assert decision.reason == "max_runs"
-    assert decision.rel_ci > RULE.target_rel_ci
-    assert len(keyed_runs(store, "s")) == RULE.warmup_runs + RULE.max_runs
+def test_blocks_hold_each_scenario_once_in_a_fresh_order_with_the_others_paused(store, tmp_path):
+    log: list[str] = []
+    fakes = [FakePlatform(log=log) for _ in range(3)]
+    seen_paused = []
+    for f in fakes:
+        original = f.open
+
+        def opening(scenario, setup, original=original, fakes=fakes):
+            session = original(scenario, setup)
+            measure = session.measure
+
+            def watched(job, timeout_s):
+                seen_paused.append(all(s.paused for fk in fakes for s in fk.sessions
+                                       if s is not session and not s.closed))
+                return measure(job, timeout_s)
+
+            session.measure = watched
+            return session
+
+        f.open = opening
+    plan = planned(fakes, tmp_path, RULE, names=["BM/1/PIN/CPU", "BM/1/VNL/CPU", "BM/2/PIN/CPU"])
+    contenders = tuple(p.contender() for p in plan)
+    out = run_block_set(BlockSet(contenders, blocks=4, warmup_rounds=0, epoch=0, study="s", seed=1),
+                        store.add)
+    blocks: dict[str, list[str]] = {}
+    for r in out.records:
+        blocks.setdefault(r.block_id, []).append(r.scenario.key)
+    assert len(blocks) == 4 and all(sorted(v) == sorted(c.key for c in contenders) for v in blocks.values())
+    assert len({tuple(v) for v in blocks.values()}) > 1  # the order changes from block to block
+    assert all(seen_paused)
+    assert all(s.closed for f in fakes for s in f.sessions)
+    positions = {(r.block_id, r.block_pos) for r in out.records}
+    assert len(positions) == len(out.records)
 
 
-def test_time_budget_stops_a_scenario_and_says_so(store, tmp_path):
-    rule = StopRule(warmup_runs=0, min_runs=3, max_runs=50, max_time_s=1e-9)
-    plan = planned([FakePlatform(mean_ms=noisy())], tmp_path, rule)
-    (decision,) = run_sweep(plan, store, study="s").values()
-    assert decision.reason == "time_budget"
-    assert len(keyed_runs(store, "s")) == 1
-    (stop,) = store.stops("s")
-    assert stop["reason"] == "time_budget" and "s of" in stop["detail"]
+def test_block_order_is_seeded_and_reproducible(tmp_path):
+    from deploybench.store import Store
+
+    def order(seed, db):
+        log: list[str] = []
+        fakes = [FakePlatform(log=log) for _ in range(3)]
+        plan = planned(fakes, tmp_path, RULE, names=["BM/1/PIN/CPU", "BM/1/VNL/CPU", "BM/2/PIN/CPU"])
+        with Store(tmp_path / db) as s:
+            run_block_set(BlockSet(tuple(p.contender() for p in plan), blocks=3, study="x", seed=seed),
+                          s.add)
+        return log
+
+    assert order(1, "a.db") == order(1, "b.db") != order(2, "c.db")
 
 
-def test_warmup_runs_are_stored_but_never_averaged(store, tmp_path):
-    # the warm-up run is 10x slower; the summary must not see it
-    plan = planned([FakePlatform(mean_ms=lambda i: 100.0 if i == 0 else 10.0)], tmp_path, RULE)
-    run_sweep(plan, store, study="s")
+def test_warmup_rounds_are_stored_but_never_averaged(store, tmp_path):
+    # each launch's first round is 10x slower: the summary must not see it
+    fake = FakePlatform()
+    fake.mean_ms = lambda i, launch=0: 100.0 if fake.sessions[-1].rounds == 1 else 10.0
+    run_sweep(planned([fake], tmp_path, RULE), store, study="s")
     records = store.runs(study="s")
-    assert Counter(r.status for r in records) == {"warmup": 1, "ok": 3}
+    assert Counter(r.status for r in records) == {"warmup": 3, "ok": 6}
     (summary,) = summarize(records)
-    assert summary.runs == 3 and summary.failed_runs == 0
     assert summary.e2e_mean_ms == pytest.approx(10.0)
     assert failures(records) == []
+    assert {r.launch_round for r in records if r.status == "warmup"} == {1}
 
 
-def test_failing_scenario_stops_after_two_failures_and_the_sweep_goes_on(store, tmp_path):
-    bad = FakePlatform(outcome=lambda i: "failed")
+def test_a_scenario_whose_launches_keep_failing_is_dropped_and_the_sweep_goes_on(store, tmp_path):
+    bad = FakePlatform(launch_fails=lambda i: True)
     good = FakePlatform()
     plan = planned([bad, good], tmp_path, RULE)
     decisions = run_sweep(plan, store, study="s")
-    by_name = {p.scenario.key: decisions[p.key] for p in plan}
-    assert by_name[plan[0].key].reason == "failing"
-    assert "fake failed" in by_name[plan[0].key].detail
-    assert by_name[plan[1].key].reason == "converged"
-    assert bad.calls == RULE.max_consecutive_failures
+    assert decisions[plan[0].key].reason == "failing"
+    assert good.launches >= RULE.min_launches
     failed = [r for r in store.runs(study="s") if r.status == "failed"]
-    assert len(failed) == 2 and all(r.error.startswith("fake failed") for r in failed)
+    assert len(failed) == RULE.max_consecutive_failures
+    assert all("fake launch failure" in r.error for r in failed)
 
 
-def test_timeouts_count_as_failures(store, tmp_path):
-    plan = planned([FakePlatform(outcome=lambda i: "timeout")], tmp_path, RULE)
-    (decision,) = run_sweep(plan, store, study="s").values()
-    assert decision.reason == "failing"
+def test_a_round_that_times_out_ends_its_session_and_is_recorded(store, tmp_path):
+    fake = FakePlatform(outcome=lambda i: "timeout" if i == 2 else "ok")
+    plan = planned([fake], tmp_path, RULE)
+    run_block_set(BlockSet((plan[0].contender(),), blocks=4, warmup_rounds=0, study="s"), store.add)
+    statuses = [r.status for r in store.runs(study="s")]
+    assert statuses == ["ok", "ok", "timeout"]  # the session is over: no round after it
 
 
-def test_platform_crash_is_a_recorded_failure_not_a_traceback(store, tmp_path):
+def test_a_platform_crash_is_a_recorded_failure_not_a_traceback(store, tmp_path):
     class Exploding(FakePlatform):
-        def run(self, scenario, job, timeout_s):
+        def open(self, scenario, setup):
             raise OSError("disk on fire")
 
     plan = planned([Exploding(), FakePlatform()], tmp_path, RULE)
     decisions = run_sweep(plan, store, study="s")
     assert decisions[plan[0].key].reason == "failing"
-    assert "OSError: disk on fire" in decisions[plan[0].key].detail
-    assert decisions[plan[1].key].reason == "converged"
+    errors = [r.error for r in store.runs(study="s") if r.status == "failed"]
+    assert errors and all("OSError: disk on fire" in e for e in errors)
 
 
 def test_skipped_scenarios_are_recorded_with_their_reason(store, tmp_path):
@@ -97,164 +159,139 @@ def test_skipped_scenarios_are_recorded_with_their_reason(store, tmp_path):
     plan = planned([fake, FakePlatform()], tmp_path, RULE, skip={0: "platform CN is not implemented"})
     decisions = run_sweep(plan, store, study="s")
     assert decisions[plan[0].key].reason == "skipped"
-    assert fake.calls == 0
-    assert {s["reason"] for s in store.stops("s")} == {"skipped", "converged"}
+    assert fake.launches == 0
+    assert "skipped" in {s["reason"] for s in store.stops("s")}
 
 
-def test_interrupted_sweep_resumes_with_exactly_the_missing_runs(store, tmp_path):
-    """Ctrl-C after 5 runs, then restart: the same runs as an uninterrupted sweep, no
-    duplicates, and the interrupted run is kept without a key."""
-    n = 3
-    expected = n * (RULE.warmup_runs + RULE.min_runs)
+def test_time_budget_stops_a_group_and_says_so(store, tmp_path):
+    rule = RaceRule(warmup_rounds=0, min_launches=3, max_launches=50, blocks=2, max_time_s=1e-9)
+    fake = FakePlatform(mean_ms=noisy())
+    (decision,) = run_sweep(planned([fake], tmp_path, rule), store, study="s").values()
+    assert decision.reason == "time_budget" and fake.launches == 1
+    (stop,) = store.stops("s")
+    assert stop["reason"] == "time_budget" and "s of" in stop["detail"]
 
-    shared_calls = {"n": 0}
+
+def test_the_sweeps_budget_cuts_every_group_short(store, tmp_path):
+    fake = FakePlatform(mean_ms=noisy())
+    (decision,) = run_sweep(planned([fake], tmp_path, RULE), store, study="s", budget_s=1e-9).values()
+    assert decision.reason == "budget" and fake.launches == 0
+    assert "--budget" in decision.detail
+
+
+def test_an_interrupted_sweep_resumes_with_only_what_is_missing(store, tmp_path):
+    """Ctrl-C in the second epoch, then restart: the interrupted round is kept without a key,
+    the finished rounds are not redone, and the sweep completes."""
+    calls = {"n": 0}
 
     def outcome(i):
-        shared_calls["n"] += 1
-        return "interrupted" if shared_calls["n"] == 6 else "ok"
+        calls["n"] += 1
+        return "interrupted" if calls["n"] == 8 else "ok"
 
-    plan = planned([FakePlatform(outcome=outcome) for _ in range(n)], tmp_path, RULE)
+    plan = planned([FakePlatform(outcome=outcome) for _ in range(2)], tmp_path, RULE)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(plan, store, study="s")
-    assert len(keyed_runs(store, "s")) == 5
-    # restart with fresh platforms (a new process)
-    plan = planned([FakePlatform() for _ in range(n)], tmp_path, RULE)
-    decisions = run_sweep(plan, store, study="s")
-    assert all(d.reason == "converged" for d in decisions.values())
-    rows = keyed_runs(store, "s")
-    assert len(rows) == expected
-    assert len({r["run_key"] for r in rows}) == expected
-    for p in plan:
-        reps = sorted(r["repetition"] for r in rows if r["scenario_key"] == p.key)
-        assert reps == list(range(RULE.warmup_runs + RULE.min_runs))
-        assert {r["run_key"] for r in rows if r["scenario_key"] == p.key} == {
-            run_key("s", p.scenario, i) for i in reps}
+    before = {r["run_key"] for r in keyed(store, "s")}
+    assert len(before) == 7
+    plan = planned([FakePlatform() for _ in range(2)], tmp_path, RULE)
+    run_sweep(plan, store, study="s")
+    rows = keyed(store, "s")
+    assert before <= {r["run_key"] for r in rows}
+    assert len({r["run_key"] for r in rows}) == len(rows)  # no duplicates
     interrupted = [r for r in store.study_runs("s") if r["status"] == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0]["run_key"] is None
-    # a third start has nothing left to do
-    again = planned([FakePlatform() for _ in range(n)], tmp_path, RULE)
+    again = planned([FakePlatform() for _ in range(2)], tmp_path, RULE)
     run_sweep(again, store, study="s")
-    assert sum(p.platform.calls for p in again) == 0
-
-
-def test_resume_after_a_hard_crash_mid_run(store, tmp_path):
-    """A crash (no record written for the run in flight) loses only that run."""
-    class Crashing(FakePlatform):
-        def run(self, scenario, job, timeout_s):
-            if self.calls == 2:
-                raise SystemExit("power loss")
-            return super().run(scenario, job, timeout_s)
-
-    plan = planned([Crashing()], tmp_path, RULE)
-    with pytest.raises(SystemExit):
-        run_sweep(plan, store, study="s")
-    assert len(keyed_runs(store, "s")) == 2
-    run_sweep(planned([FakePlatform()], tmp_path, RULE), store, study="s")
-    reps = sorted(r["repetition"] for r in keyed_runs(store, "s"))
-    assert reps == [0, 1, 2, 3]
-
-
-def test_raised_max_runs_continues_a_finished_scenario(store, tmp_path):
-    small = StopRule(warmup_runs=1, min_runs=2, max_runs=2)
-    run_sweep(planned([FakePlatform(mean_ms=noisy())], tmp_path, small), store, study="s")
-    assert len(keyed_runs(store, "s")) == 3
-    bigger = StopRule(warmup_runs=1, min_runs=2, max_runs=4, target_rel_ci=1e-9)
-    (decision,) = run_sweep(planned([FakePlatform(mean_ms=noisy(2))], tmp_path, bigger), store,
-                            study="s").values()
-    assert decision.reason == "max_runs"
-    assert len(keyed_runs(store, "s")) == 5
+    assert sum(p.platform.launches for p in again) == 0  # nothing left to do
 
 
 def test_other_studies_in_the_same_store_are_separate(store, tmp_path):
     run_sweep(planned([FakePlatform()], tmp_path, RULE), store, study="a")
     fake = FakePlatform()
     run_sweep(planned([fake], tmp_path, RULE), store, study="b")
-    assert fake.calls == RULE.warmup_runs + RULE.min_runs
-
-
-def test_round_order_is_seeded_reproducible_and_interleaved(store, tmp_path):
-    plan = planned([FakePlatform() for _ in range(8)], tmp_path, RULE)
-    first = [p.key for p in round_order(plan, seed=7, round_no=3)]
-    assert first == [p.key for p in round_order(list(reversed(plan)), seed=7, round_no=3)]
-    others = {tuple(p.key for p in round_order(plan, seed=s, round_no=r))
-              for s in range(3) for r in range(3)}
-    assert len(others) > 1  # the order changes with the seed and the round
-
-    def sweep_log(seed, db):
-        from deploybench.store import Store
-
-        log: list[str] = []
-        with Store(tmp_path / db) as s:
-            run_sweep(planned([FakePlatform(log=log) for _ in range(4)], tmp_path, RULE), s,
-                      study="x", seed=seed)
-        return log
-
-    a, b, c = sweep_log(1, "a.db"), sweep_log(1, "b.db"), sweep_log(2, "c.db")
-    assert a == b and a != c
-    # interleaved: each round runs every scenario once before any runs again
-    for r in range(RULE.warmup_runs + RULE.min_runs):
-        assert len(set(a[r * 4:(r + 1) * 4])) == 4
+    assert fake.launches == RULE.min_launches
 
 
 def test_run_key_is_stable_and_distinct():
-    s1, s2 = scenarios(2)
-    assert run_key("st", s1, 0) == run_key("st", Scenario.from_json(s1.to_json()), 0)
-    keys = {run_key("st", s1, 0), run_key("st", s1, 1), run_key("st", s2, 0), run_key("other", s1, 0)}
+    s1, s2 = Scenario.parse("BM/1/PIN/CPU"), Scenario.parse("BM/1/VNL/CPU")
+    assert run_key("st", s1, "e0b0") == run_key("st", Scenario.from_json(s1.to_json()), "e0b0")
+    keys = {run_key("st", s1, "e0b0"), run_key("st", s1, "e0b1"), run_key("st", s2, "e0b0"),
+            run_key("other", s1, "e0b0")}
     assert len(keys) == 4
 
 
-def test_decide_stop_and_next_index_on_rows():
-    def row(i, status="ok", mean=10.0, key="k"):
-        return {"run_key": f"{key}{i}" if key else None, "repetition": i, "status": status,
-                "error": None, "started_at": 0.0, "finished_at": 1.0,
-                "summary": {"e2e_mean_ms": mean} if status in ("ok", "warmup") else {}}
-
-    rule = StopRule(warmup_runs=1, min_runs=2, max_runs=5, target_rel_ci=0.05, max_time_s=100)
-    assert decide_stop([], rule) is None
-    assert next_index([row(0), row(2)]) == 1
-    assert next_index([row(0), row(1, status="interrupted", key=None)]) == 1
-    rows = [row(0, "warmup", 99.0), row(1), row(2)]
-    d = decide_stop(rows, rule)
-    assert d.reason == "converged" and d.runs == 2 and d.mean_ms == pytest.approx(10.0)
-    d = decide_stop([row(0, "warmup"), row(1, "failed"), row(2, "timeout")], rule)
-    assert d.reason == "failing"
-    assert decide_stop([row(0, "warmup"), row(1, "failed"), row(2)], rule) is None
-
-
-def test_run_one_marks_warmups_and_records_conditions(tmp_path):
-    (scenario,) = scenarios(1)
-    record = run_one(scenario, FakePlatform(), data_dir=tmp_path, settings=QUIET, warmup=True)
-    assert record.status == "warmup"
-    assert record.host["conditions"]["host_load"] == "idle"
-    failed = run_one(scenario, FakePlatform(outcome=lambda i: "failed"), data_dir=tmp_path,
-                     settings=QUIET, warmup=True)
-    assert failed.status == "failed"  # a failed warm-up is a failure, not a warm-up
+def test_groups_hold_one_workload_and_their_claims_pair_what_differs_in_one_thing(tmp_path):
+    names = ["BM/1/PIN/CPU", "BM/1/VNL/CPU", "CN/1/PIN/CPU", "CN/1/VNL/CPU", "BM/2/PIN/CPU"]
+    plan = [PlannedScenario(Scenario.parse(n, requests=16), platform=FakePlatform(), data_dir=tmp_path,
+                            settings=QUIET) for n in names]
+    plan.append(PlannedScenario(Scenario.parse("BM/1/PIN/CPU", requests=32), platform=FakePlatform(),
+                                data_dir=tmp_path, settings=QUIET))
+    groups = make_groups(plan)
+    assert sorted(len(g.members) for g in groups) == [1, 5]  # 16 and 32 requests apart
+    group: Group = next(g for g in groups if len(g.members) == 5)
+    label = {p.key: p.scenario.name for p in plan}
+    claims = {(label[a], label[b]) for a, b in group.claims()}
+    assert ("CN/1/PIN/CPU", "BM/1/PIN/CPU") in claims  # overhead against BM
+    assert ("BM/1/PIN/CPU", "BM/1/VNL/CPU") in claims  # pinning
+    assert ("BM/2/PIN/CPU", "BM/1/PIN/CPU") in claims  # one step up in cores
+    assert [sorted(label[k] for k in sel) for sel in group.selections()] == [sorted(names)]
 
 
-def test_host_busy_warning_when_the_host_was_busy(monkeypatch, tmp_path):
+def test_host_busy_warning_when_others_used_the_cpu_during_the_round(monkeypatch, store, tmp_path):
     from deploybench import conditions
-    from deploybench.sweep import RunSettings
+    from deploybench.execute import RunSettings
 
-    monkeypatch.setattr(conditions, "cpu_busy_fraction", lambda s: 0.9)
-    (scenario,) = scenarios(1)
-    settings = RunSettings(busy_probe_s=0.01)
-    record = run_one(scenario, FakePlatform(), data_dir=tmp_path, settings=settings)
-    assert "host_busy" in record.warning_codes
-    assert record.host["conditions"]["busy_before"] == 0.9
-    busy = Scenario.from_json({**scenario.to_json(), "host_load": "busy"})
-    record = run_one(busy, FakePlatform(), data_dir=tmp_path, settings=settings)
-    assert "host_busy" not in record.warning_codes  # deliberate: not a warning
-    monkeypatch.setattr(conditions, "cpu_busy_fraction", lambda s: 0.05)
-    record = run_one(scenario, FakePlatform(), data_dir=tmp_path, settings=settings)
+    monkeypatch.setattr(conditions.HostMeter, "other_share", lambda self, ms, cpus: 0.9)
+    fake = FakePlatform()
+    contender = Contender(Scenario.parse("BM/1/PIN/CPU"), fake, tmp_path, RunSettings(busy_threshold=0.25))
+    out = run_block_set(BlockSet((contender,), blocks=1), store.add)
+    (record,) = out.records
+    assert "host_busy" in record.warning_codes and record.host["other_cpu_share"] == 0.9
+    quiet = Contender(contender.scenario, FakePlatform(), tmp_path, RunSettings(busy_threshold=0))
+    (record,) = run_block_set(BlockSet((quiet,), blocks=1), store.add).records
     assert "host_busy" not in record.warning_codes
 
 
-def test_summary_lists_mad_outlier_runs_and_keeps_them(store, tmp_path):
-    means = [10.0, 10.1, 9.9, 10.0, 10.05, 30.0]
-    rule = StopRule(warmup_runs=0, min_runs=6, max_runs=6, target_rel_ci=1e-9)
-    run_sweep(planned([FakePlatform(mean_ms=lambda i: means[i])], tmp_path, rule), store, study="s")
-    (summary,) = summarize(store.runs(study="s"))
-    assert [o["e2e_mean_ms"] for o in summary.outlier_runs] == [pytest.approx(30.0)]
-    assert summary.runs == 6 and summary.e2e_mean_ms == pytest.approx(sum(means) / 6)
-    lo, hi = summary.p99_ci_ms
-    assert lo <= summary.p99_ms <= hi and not math.isnan(lo)
+def test_another_live_session_marks_every_round_concurrent(monkeypatch, store, tmp_path):
+    import subprocess
+    import sys
+
+    from deploybench.platforms.ledger import Ledger
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        ledger = Ledger()
+        handle = ledger.open("BM", "someone else's scenario")
+        handle.entry.owner_pid = other.pid  # owned by a live process that is not us
+        from deploybench.platforms.ledger import process_start
+
+        handle.entry.owner_start = process_start(other.pid)
+        handle.save()
+        contender = Contender(Scenario.parse("BM/1/PIN/CPU"), FakePlatform(), tmp_path, QUIET)
+        (record,) = run_block_set(BlockSet((contender,), blocks=1), store.add, ledger=ledger).records
+        assert "concurrent_run" in record.warning_codes
+        handle.close()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_sweep_whose_store_fails_stops_with_the_run_in_a_recovery_file(store, tmp_path, monkeypatch):
+    import sqlite3
+
+    from deploybench.store import UnsavedRunError, read_recovery
+
+    def full(record):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "add", full)
+    items = planned([FakePlatform(), FakePlatform()], tmp_path, RULE)
+    with pytest.raises(UnsavedRunError) as info:
+        run_sweep(items, store, study="s", seed=1, sink=store.keep)
+    saved = info.value.recovery_path
+    message = str(info.value)
+    assert f"could not be stored in {store.path}" in message and f"deploybench import {saved}" in message
+    [back] = read_recovery(saved)[0]
+    assert back.run_id == info.value.record.run_id and back.run_key is not None
+    assert back.samples["preprocess_ns"] == info.value.record.samples["preprocess_ns"]
+    assert all(s.closed for p in items for s in p.platform.sessions)  # nothing left open

@@ -24,7 +24,7 @@ from deploybench.platforms.guest.initramfs import (CpioWriter, InitramfsError, M
                                                    elf_section, modinfo, read_cpio, read_cpio_names)
 from deploybench.platforms import vm as vm_mod
 from deploybench.platforms.vm import (ConsoleReader, KvmVerdict, QemuConfig, host_tsc_khz, kernel_cmdline,
-                                      memory_for, pin_vcpus, qemu_command, resolve_accel, stage2_script)
+                                      kvm_decision, memory_for, pin_vcpus, qemu_command, stage2_script)
 from deploybench.platforms.vmcn import guest_limits
 from deploybench.scenario import PlatformName
 
@@ -173,10 +173,12 @@ def test_console_reader_timestamps_markers_and_errors(tmp_path):
 
 
 def test_stage2_script_runs_the_command_marks_steps_and_powers_off(tmp_path):
-    script = stage2_script(Path("/runs/r1"), ["/venv/bin/python", "-m", "deploybench.worker", "--job", "/runs/r1/job.json"],
-                           {"OMP_NUM_THREADS": "2", "A": "x y"}, prelude="echo pre", data_mount="/data/ic")
+    command = ["/venv/bin/python", "-m", "deploybench.worker", "--serve", "files", "--job",
+               "/runs/r1/job.json", "--channel-dir", "/runs/r1"]
+    script = stage2_script(Path("/runs/r1"), command, {"OMP_NUM_THREADS": "2", "A": "x y"},
+                           prelude="echo pre", data_mount="/data/ic")
     assert "export A='x y'" in script and "export OMP_NUM_THREADS=2" in script
-    assert "/venv/bin/python -m deploybench.worker --job /runs/r1/job.json > /runs/r1/stdout.txt" in script
+    assert (" ".join(command) + " > /runs/r1/stdout.txt") in script
     assert script.index("echo pre") < script.index("worker-start") < script.index("worker-exit")
     assert "echo o > /proc/sysrq-trigger" in script
     assert "data-mount" in script and "-v d=/data/ic" in script
@@ -366,16 +368,21 @@ def _assets(tmp_path):
     return GuestAssets(str(tmp_path / "vmlinux"), str(tmp_path / "i"), "6.1", "user")
 
 
+def _decide(requested, assets, **kw):
+    return kvm_decision(requested, assets.kernel, assets.initrd, **kw)
+
+
 def test_tcg_requested_is_used_without_probing(tmp_path, monkeypatch):
     monkeypatch.setattr(vm_mod, "probe_kvm", lambda *_: pytest.fail("probed"))
-    assert resolve_accel("tcg", _assets(tmp_path))[0] == "tcg"
+    assert _decide("tcg", _assets(tmp_path)).accel == "tcg"
 
 
 def test_kvm_requested_without_a_usable_device_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(vm_mod, "kvm_device_problem", lambda: "no /dev/kvm (no hardware virtualisation here)")
     with pytest.raises(PlatformError, match="--accel kvm: no /dev/kvm"):
-        resolve_accel("kvm", _assets(tmp_path))
-    assert resolve_accel("auto", _assets(tmp_path))[0] == "tcg"
+        _decide("kvm", _assets(tmp_path))
+    choice = _decide("auto", _assets(tmp_path))
+    assert choice.accel == "tcg" and choice.kvm_usable is False
 
 
 def test_auto_uses_the_cached_probe_verdict(tmp_path, monkeypatch):
@@ -393,20 +400,25 @@ def test_auto_uses_the_cached_probe_verdict(tmp_path, monkeypatch):
         return verdict
 
     monkeypatch.setattr(vm_mod, "probe_kvm", fake_probe)
-    accel, why = resolve_accel("auto", assets)
-    assert accel == "tcg" and why.endswith("TCG emulation is used")
-    assert resolve_accel("auto", assets)[0] == "tcg"
+    choice = _decide("auto", assets)
+    assert choice.accel == "tcg" and choice.reason.endswith("TCG emulation is used")
+    assert _decide("auto", assets).accel == "tcg"
     assert len(calls) == 1  # the second run read the cached verdict
     with pytest.raises(PlatformError, match="unknown accelerator"):
-        resolve_accel("hvf", assets)
+        _decide("hvf", assets)
+    # the planner and doctor ask the same function: the planner may probe, doctor never boots
+    vm = platform_class(PlatformName.VM)(PlatformOptions(kernel=assets.kernel, initrd=assets.initrd))
+    assert vm.emulated(None) is True
 
 
 def test_doctor_explains_kvm_in_one_line_without_booting(tmp_path, monkeypatch):
     monkeypatch.setattr(vm_mod, "probe_kvm", lambda *_: pytest.fail("doctor must not boot"))
-    checks = platform_class(PlatformName.VM)().doctor_checks()
-    kvm = [c for c in checks if c.name == "kvm"][0]
+    from deploybench.host import host_facts
+
+    checks = platform_class(PlatformName.VM)().doctor_checks(host_facts())
+    kvm = [c for c in checks if c.key == "kvm"][0]
     assert "\n" not in kvm.detail and ("kvm" in kvm.detail.lower())
-    assert platform_class(PlatformName.MVM)().doctor_checks() == []
+    assert [c.key for c in platform_class(PlatformName.MVM)().doctor_checks(host_facts())] == ["platform.MVM"]
 
 
 # -- the data disk -----------------------------------------------------------------------------
@@ -437,7 +449,7 @@ def test_data_image_is_an_ext4_copy_of_the_data_built_once(tmp_path):
 
 # -- VMCN's container --------------------------------------------------------------------------
 def test_container_limits_inside_the_guest_use_guest_cpu_numbers():
-    from deploybench.platforms.oci import cpu_resources
+    from deploybench.platforms.container.oci import cpu_resources
 
     assert cpu_resources(guest_limits(1, pinned=True), "0") == {"cpus": "0", "mems": "0"}
     assert cpu_resources(guest_limits(3, pinned=True), "0")["cpus"] == "0-2"
@@ -446,24 +458,26 @@ def test_container_limits_inside_the_guest_use_guest_cpu_numbers():
 
 
 def test_vmcn_writes_cn_bundle_into_the_share_and_runs_the_host_runtime(tmp_path, ic_data):
+    from deploybench.execute import RunSettings, build_job
     from deploybench.scenario import Scenario
-    from deploybench.sweep import RunSettings, build_job
 
     if not shutil.which("runc"):
         pytest.skip("runc is not installed")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     scenario = Scenario.parse("VMCN/1/PIN/CPU", app="ic", requests=2)
-    job = build_job(scenario, data_dir=ic_data, run_dir=run_dir, run_id="u1", settings=RunSettings())
+    job = build_job(scenario, data_dir=ic_data, settings=RunSettings())
     platform = platform_class(PlatformName.VMCN)()
     plan = vm_mod.GuestPlan(GuestAssets("/k", "/i", None, "user"), "tcg", "test", _cfg(), [0],
                             vm_mod.CpuLimits([0], None))
-    command, _ = platform.guest_command(scenario, job, run_dir / "job.json", plan)
+    command, _ = platform.guest_command(scenario, job, run_dir, plan)
     assert command[0] == shutil.which("runc") and command[-1] == plan.extra_facts["container_id"]
     config = json.loads((Path(command[command.index("--bundle") + 1]) / "config.json").read_text())
     assert Path(command[command.index("--bundle") + 1]).parent == run_dir
     assert config["linux"]["resources"]["cpu"]["cpus"] == "0" and config["root"]["readonly"] is True
-    assert config["process"]["args"][-2:] == ["--job", str(run_dir / "job.json")]
+    args = config["process"]["args"]
+    assert args[args.index("--job") + 1] == str(run_dir / "job.json")
+    assert args[args.index("--serve") + 1] == "files" and args[args.index("--channel-dir") + 1] == str(run_dir)
     writable = [m["destination"] for m in config["mounts"] if m.get("type") == "bind" and "rw" in m["options"]]
     assert writable == [str(run_dir.resolve())]
     with pytest.raises(PlatformError, match="runc or crun"):
@@ -497,45 +511,62 @@ class _Console:
     def last_line(self):
         return self.lines[-1] if self.lines else ""
 
+    def join(self, timeout_s=5.0):
+        pass
+
 
 def _plan(accel="tcg"):
     return vm_mod.GuestPlan(GuestAssets("/k", "/i", None, "user"), accel, "test", _cfg(accel=accel), [1],
                             vm_mod.CpuLimits([0, 1], None))
 
 
-def test_outcome_moves_guest_times_onto_the_host_clock_and_warns(tmp_path):
-    from deploybench.platforms.base import ProcessRun
+class _Ledger:
+    def close(self):
+        pass
+
+
+def _session(tmp_path, console, plan):
+    from deploybench.platforms.base import LaunchFacts
+
+    session = vm_mod.GuestSession(LaunchFacts("l1", "VM", "files", 1000.0), tmp_path, _Ledger())
+    session.console, session.plan, session.sockets, session.vcpu_threads = console, plan, tmp_path, {}
+    return session
+
+
+def test_boot_times_and_the_guest_clock_offset_are_on_the_host_clock(tmp_path):
+    console = _Console({"init": (1001.0, []), "switch-root": (1001.5, []), "worker-start": (1003.0, ["99.5"]),
+                        "data-mount": (1003.1, ["ext4,/dev/vda"]), "clocksource-start": (1003.0, ["tsc"])})
+    session = _session(tmp_path, console, _plan())
+    session._boot_facts()
+    f = session.facts.details
+    assert f["boot_userspace_s"] == 1.0 and f["boot_rootfs_s"] == 1.5 and f["worker_start_s"] == 3.0
+    assert f["guest_clock_offset_s"] == 903.5
+    assert f["data_mount_seen"] == "ext4,/dev/vda" and f["guest_clocksource_start"] == "tsc"
+
+
+def test_a_round_moves_guest_times_onto_the_host_clock_and_warns(tmp_path, monkeypatch):
+    from deploybench.platforms.base import RunOutcome
+    from deploybench.platforms.session import WorkerSession
     from deploybench.worker.job import WorkerJob, WorkerResult
 
-    job = WorkerJob(app="ic", data_dir="/d", result_path=str(tmp_path / "result.json"))
-    WorkerResult("ok", job.to_json(), timings={"worker_start_wall": 100.0, "first_query_wall": 110.0,
-                                               "worker_end_wall": 112.0}).write(tmp_path / "result.json")
-    (tmp_path / "rc").write_text("0\n")
-    console = _Console({"init": (1001.0, []), "worker-start": (1003.0, ["99.5"]),
-                        "data-mount": (1003.1, ["ext4,/dev/vda"]), "clocksource-start": (1003.0, ["tsc"])})
-    facts = {"vcpu_pinning": {"0": 1}, "vcpu_affinity_at_worker": {"0": [0, 1]}}
-    outcome = platform_class(PlatformName.VM)()._outcome(
-        job, tmp_path, facts, console, ProcessRun(0, False, False, 1000.0, 1016.0), 60, _plan())
-    f = outcome.host_facts
-    assert outcome.status == "ok"
-    assert f["boot_userspace_s"] == 1.0 and f["guest_clock_offset_s"] == 903.5
-    assert f["worker_launch_s"] == pytest.approx(0.5) and f["first_query_s"] == pytest.approx(13.5)
-    assert f["start_latency_s"] == f["first_query_s"] and f["stop_latency_s"] == pytest.approx(0.5)
-    assert f["data_mount_seen"] == "ext4,/dev/vda" and f["guest_clocksource_start"] == "tsc"
-    assert f["worker_exit_status"] == 0
+    session = _session(tmp_path, _Console({}), _plan())
+    session.facts.details.update({"guest_clock_offset_s": 900.0, "vcpu_pinning": {"0": 1}})
+    job = WorkerJob(app="ic", data_dir="/d", result_path="")
+    result = WorkerResult("ok", job.to_json(), timings={"first_query_wall": 110.0})
+    facts = {"round_wall": 1005.0, "vcpu_affinity_at_round": {"0": [0, 1]}}
+    monkeypatch.setattr(WorkerSession, "measure", lambda self, job, timeout_s: RunOutcome("ok", result, None, facts))
+    outcome = session.measure(job, 60)
+    assert outcome.host_facts["first_query_s"] == pytest.approx(10.0)
+    assert outcome.host_facts["round_start_latency_s"] == pytest.approx(5.0)
     codes = [w["code"] for w in outcome.result.warnings]
     assert "emulated_vm" in codes and "affinity_mismatch" in codes
 
 
-def test_a_guest_without_a_result_fails_with_its_console_error(tmp_path):
-    from deploybench.platforms.base import ProcessRun
-    from deploybench.worker.job import WorkerJob
+def test_a_guest_that_ends_says_why_with_its_console_error(tmp_path):
+    import subprocess as sp
 
-    job = WorkerJob(app="ic", data_dir="/d", result_path=str(tmp_path / "result.json"))
-    (tmp_path / "console.log").write_text("1.0 DEPLOYBENCH-ERROR mount hostroot (9p)\n")
     console = _Console({"init": (1001.0, [])}, errors=["mount hostroot (9p)"])
-    outcome = platform_class(PlatformName.MVM)()._outcome(
-        job, tmp_path, {}, console, ProcessRun(0, False, False, 1000.0, 1003.0), 60, _plan("kvm"))
-    assert outcome.status == "failed" and outcome.result is None
-    assert outcome.error == "the guest gave no result (QEMU exit status 0): mount hostroot (9p)"
-    assert "DEPLOYBENCH-ERROR" in outcome.console_tail
+    session = _session(tmp_path, console, _plan("kvm"))
+    session.proc = sp.Popen(["true"])
+    session.proc.wait()
+    assert session._exit_detail() == " (QEMU exit status 0): mount hostroot (9p)"

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from deploybench.worker.__main__ import main as worker_main, run_job
+from deploybench.worker.__main__ import Loaded, load, main as worker_main, run_round
 from deploybench.worker.driver import LoadgenDriver, parse_loadgen_detail
 from deploybench.worker.job import SchemaError, WorkerJob, WorkerResult
 
@@ -58,34 +58,74 @@ def test_an_app_error_fails_the_run_without_hanging_loadgen(sleep_app, tmp_path)
         driver.run(scenario="Offline", requests=4, log_dir=tmp_path / "lg", server_target_qps=1)
 
 
-def test_run_job_records_budget_environment_and_metadata(tmp_path):
+def _job(tmp_path, **fields):
+    values = dict(app="tests.unit.fakes:SleepApp", data_dir=str(tmp_path / "d"),
+                  result_path=str(tmp_path / "r.json"), requests=5, threads=1, cores=1,
+                  host_cores=4, git_revision="abc")
+    values.update(fields)
+    return WorkerJob(**values)
+
+
+def test_a_round_records_budget_environment_metadata_and_its_own_counters(tmp_path):
     SleepApp().generate_data(tmp_path / "d", 4, 0)
-    job = WorkerJob(app="tests.unit.fakes:SleepApp", data_dir=str(tmp_path / "d"),
-                    result_path=str(tmp_path / "r.json"), requests=5, threads=1, cores=1,
-                    host_cores=4, git_revision="abc")
-    result = run_job(job)
+    job = _job(tmp_path)
+    loaded = load(job, 0.0)
+    assert loaded.timings["load_s"] >= 0 and "ready_wall" in loaded.timings
+    result = run_round(loaded, job)
     assert result.status == "ok", result.error
     env = result.environment
     assert env["affinity"] and env["cpu_budget"] >= 1 and env["omp_num_threads"] == "1"
+    assert env["voluntary_ctx_switches"] >= 0 and env["io_read_bytes"] is not None
     assert result.metadata["chr"] == 0.25 and result.metadata["git_revision"] == "abc"
     assert result.metadata["loadgen_version"]
     assert len(result.samples["preprocess_ns"]) == 5
     assert result.samples["sample_id"][0].startswith("s")
     assert any(w["code"] == "few_samples" for w in result.warnings)
+    second = run_round(loaded, job.with_(requests=3))  # the same warm app, another round
+    assert second.status == "ok" and len(second.samples["preprocess_ns"]) == 3
 
 
-def test_a_failing_app_gives_an_error_result_not_a_crash(tmp_path):
-    job = WorkerJob(app="tests.unit.fakes:SleepApp", data_dir=str(tmp_path / "missing"),
-                    result_path=str(tmp_path / "r.json"), requests=2)
-    result = run_job(job)
-    assert result.status == "error"
-    assert "no samples" in result.error or "Error" in result.error
+def test_a_round_may_not_change_what_the_worker_loaded(tmp_path):
+    SleepApp().generate_data(tmp_path / "d", 4, 0)
+    job = _job(tmp_path)
+    loaded = load(job, 0.0)
+    result = run_round(loaded, job.with_(model_size="full"))
+    assert result.status == "error" and "may not change model_size" in result.error
+
+
+def test_an_app_that_cannot_load_fails_the_launch_with_its_reason(tmp_path):
+    job = _job(tmp_path, data_dir=str(tmp_path / "missing"))
+    with pytest.raises(Exception):
+        load(job, 0.0)
+
+
+def test_the_worker_serves_rounds_over_files_and_stops_on_request(tmp_path):
+    import threading
+
+    from deploybench.worker.channel import FileChannel, message
+
+    SleepApp().generate_data(tmp_path / "d", 4, 0)
+    job = _job(tmp_path)
+    job.write(tmp_path / "job.json")
+    host = FileChannel(tmp_path, side="host")
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(worker_main(
+        ["--serve", "files", "--channel-dir", str(tmp_path), "--job", str(tmp_path / "job.json")])))
+    worker.start()
+    assert host.receive(60)["type"] == "ready"
+    host.send(message("job", seq=1, job=job.with_(result_path=str(tmp_path / "r1.json")).to_json()))
+    reply = host.receive(60)
+    assert reply["type"] == "result" and reply["status"] == "ok" and reply["seq"] == 1
+    assert WorkerResult.read(tmp_path / "r1.json").status == "ok"
+    host.send(message("stop"))
+    worker.join(30)
+    assert codes == [0]
 
 
 def test_worker_cli_refuses_unusable_job_files(tmp_path, capsys):
     bad = tmp_path / "job.json"
     bad.write_text(json.dumps({"schema": 99, "app": "ic"}))
-    assert worker_main(["--job", str(bad)]) == 2
+    assert worker_main(["--serve", "files", "--channel-dir", str(tmp_path), "--job", str(bad)]) == 2
     assert "unusable job file" in capsys.readouterr().err
 
 

@@ -14,6 +14,15 @@ BUILTIN_APPS: dict[str, str] = {
     "nlp": "deploybench.apps.nlp:QuestionAnswering",
 }
 
+#: the built-in apps' model sizes (the first is the default), for help texts that must not
+#: import the apps (a unit test keeps this equal to each class's ``sizes``)
+BUILTIN_SIZES: dict[str, tuple[str, ...]] = {
+    "ic": ("full", "small", "tiny"),
+    "sr": ("full", "small", "tiny"),
+    "nlp": ("large", "base", "tiny"),
+    "rs": ("debug", "tiny"),
+}
+
 ENTRY_POINT_GROUP = "deploybench.apps"
 
 
@@ -72,4 +81,4 @@ def create_app(name: str) -> App:
     return resolve_app_class(name)()
 
 
-__all__ = ["App", "AppError", "BUILTIN_APPS", "app_names", "create_app", "resolve_app_class"]
+__all__ = ["App", "AppError", "BUILTIN_APPS", "BUILTIN_SIZES", "app_names", "create_app", "resolve_app_class"]

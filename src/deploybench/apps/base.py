@@ -21,6 +21,8 @@ then ``deploybench run BM/1/PIN/CPU --app my_module:MyApp``.
 """
 from __future__ import annotations
 
+import struct
+import wave
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
@@ -78,3 +80,38 @@ def check_size(app: App, size: str) -> None:
         raise AppError(
             f"app {app.name!r} has no model size {size!r}: use one of {', '.join(app.sizes)}"
         )
+
+
+#: what reading and decoding a damaged input file raises (a truncated JPEG: OSError; a
+#: corrupt WAV: wave.Error or EOFError; corrupt JSON or TSV: ValueError, KeyError...)
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, EOFError, ValueError, KeyError, IndexError, StopIteration, wave.Error, struct.error)
+
+
+def input_error(app_name: str, data_dir: Path, path: Path, exc: BaseException) -> AppError:
+    """One line: which input failed to decode, why, and the command that regenerates it."""
+    from ..datasets import regenerate_command
+
+    why = (str(exc).strip().splitlines() or [""])[0][:200]
+    return AppError(f"input {path} cannot be read ({type(exc).__name__}{': ' + why if why else ''}): "
+                    f"the data set is damaged; regenerate it with "
+                    f"`{regenerate_command(app_name, data_dir)}`")
+
+
+class reading_input:  # noqa: N801 - used as a statement: ``with reading_input(self, path):``
+    """Around the reading and decoding of one input in an app's ``preprocess``: a file that
+    fails to decode raises AppError naming it and the command that regenerates the set.
+    (A class, not a generator: it runs inside the timed pre-processing, so it stays cheap.)"""
+
+    __slots__ = ("app_name", "data_dir", "path")
+
+    def __init__(self, app: Any, data_dir: Path, path: Path) -> None:
+        self.app_name, self.data_dir, self.path = app.name, data_dir, path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, INPUT_ERRORS):
+            raise input_error(self.app_name, self.data_dir, self.path, exc) from None
+        return False

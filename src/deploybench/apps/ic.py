@@ -12,7 +12,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .backends import check_backend, prepare_model
-from .base import check_size, read_app_manifest
+from .base import check_size, read_app_manifest, reading_input
+from .device import ModelDevice, model_device
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -29,6 +30,7 @@ class ImageClassification:
         self.labels: list[str] = []
         self.model: Any = None
         self.device = "cpu"
+        self.model_device = ModelDevice()
 
     def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
         from ..datasets.images import generate_imagenet_like
@@ -52,12 +54,15 @@ class ImageClassification:
         self.data_dir = Path(data_dir)
         manifest = read_app_manifest(self, self.data_dir)
         self.files = list(manifest["files"])
-        self.labels = (self.data_dir / manifest.get("labels", "labels.txt")).read_text().splitlines()
+        labels = self.data_dir / manifest.get("labels", "labels.txt")
+        with reading_input(self, self.data_dir, labels):
+            self.labels = labels.read_text().splitlines()
         self.device = device
         self.model = prepare_model(build_resnet(size, seed=0), backend, threads,
                                    self.example_inputs(),
                                    cache_key=(self.name, size, RESNET_SIZES[size], 0),
                                    input_names=["image"], output_names=["logits"], device=device)
+        self.model_device = model_device(device, backend, torch)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:
@@ -67,8 +72,9 @@ class ImageClassification:
         from PIL import Image
 
         assert self.data_dir is not None
-        with Image.open(self.data_dir / sample_id) as img:
-            img = img.convert("RGB")
+        path = self.data_dir / sample_id
+        with reading_input(self, self.data_dir, path), Image.open(path) as img:
+            img = img.convert("RGB")  # decodes: a truncated or corrupt JPEG fails here
             w, h = img.size
             scale = 256 / min(w, h)
             img = img.resize((max(256, round(w * scale)), max(256, round(h * scale))),
@@ -82,12 +88,8 @@ class ImageClassification:
 
     def infer(self, batch: Sequence[Any]) -> Any:
         torch = self._torch
-        with torch.inference_mode():
-            x = torch.stack(list(batch)).to(self.device)
-            logits = self.model(x)
-            if self.device != "cpu":
-                logits = logits.cpu()  # the copy back is part of inference on a GPU
-        return logits
+        with torch.inference_mode():  # copies to and from a GPU are part of inference
+            return self.model_device.run(self.model, torch.stack(list(batch)))
 
     def postprocess(self, output: Any) -> Sequence[Any]:
         torch = self._torch

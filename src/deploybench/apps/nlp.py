@@ -25,7 +25,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest
+from .base import AppError, check_size, read_app_manifest, reading_input
+from .device import ModelDevice, model_device
 
 MAX_SEQ_LENGTH = 384
 DOC_STRIDE = 128
@@ -171,6 +172,7 @@ class QuestionAnswering:
         self.tokenizer: Any = None
         self.model: Any = None
         self.device = "cpu"
+        self.model_device = ModelDevice()
 
     def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
         from ..datasets.squad import generate_squad_dataset
@@ -197,9 +199,11 @@ class QuestionAnswering:
         manifest = read_app_manifest(self, self.data_dir)
         self.ids = list(manifest["files"])
         self.squad_path = self.data_dir / manifest["squad"]
-        index = json.loads((self.data_dir / manifest["index"]).read_text())
-        self.index = index["paragraphs"]
-        self.tokenizer = load_tokenizer(self.data_dir)
+        index_path = self.data_dir / manifest["index"]
+        with reading_input(self, self.data_dir, index_path):
+            self.index = json.loads(index_path.read_text())["paragraphs"]
+        with reading_input(self, self.data_dir, self.data_dir / manifest.get("vocab", "vocab.txt")):
+            self.tokenizer = load_tokenizer(self.data_dir)
         config = BERT_SIZES[size]
         if self.tokenizer.get_vocab_size() > config.vocab_size:
             raise AppError(f"vocabulary of {self.tokenizer.get_vocab_size()} pieces is larger "
@@ -212,6 +216,7 @@ class QuestionAnswering:
             model, backend, threads, self.example_inputs(), cache_key=(self.name, size, config, SEED),
             input_names=names, output_names=outputs,
             dynamic_axes={n: {1: "sequence"} for n in names + outputs}, device=device)
+        self.model_device = model_device(device, backend, torch)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:
@@ -220,19 +225,21 @@ class QuestionAnswering:
     def preprocess(self, sample_id: str) -> QaFeatures:
         from ..datasets.squad import read_paragraph
 
-        assert self.squad_path is not None
+        assert self.squad_path is not None and self.data_dir is not None
         offset, length = self.index[sample_id]
-        paragraph = read_paragraph(self.squad_path, offset, length)
-        question = next(qa["question"] for qa in paragraph["qas"] if qa["id"] == sample_id)
-        return tokenize_question(self.tokenizer, question, paragraph["context"], sample_id)
+        with reading_input(self, self.data_dir, self.squad_path):
+            paragraph = read_paragraph(self.squad_path, offset, length)
+            question = next(qa["question"] for qa in paragraph["qas"] if qa["id"] == sample_id)
+            context = paragraph["context"]
+        return tokenize_question(self.tokenizer, question, context, sample_id)
 
     def infer(self, batch: Sequence[QaFeatures]) -> Any:
         torch = self._torch
         tensors = [torch.from_numpy(np.concatenate([getattr(f, name) for f in batch]))
                    for name in ("input_ids", "token_type_ids", "attention_mask")]
-        with torch.inference_mode():
-            start, end = self.model(*(t.to(self.device) for t in tensors))
-            start, end = start.float().cpu().numpy(), end.float().cpu().numpy()
+        with torch.inference_mode():  # copies to and from a GPU are part of inference
+            start, end = self.model_device.run(self.model, *tensors)
+            start, end = start.float().numpy(), end.float().numpy()
         out, row = [], 0
         for f in batch:
             out.append((f, start[row:row + f.windows], end[row:row + f.windows]))

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..datasets.criteo import NUM_DENSE, NUM_SPARSE
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest
+from .base import AppError, check_size, read_app_manifest, reading_input
+from .device import ModelDevice, model_device
 
 TOP_K = 10
 
@@ -53,6 +54,7 @@ class Recommendation:
         self.model: Any = None
         self.table_sizes: tuple[int, ...] = ()
         self.device = "cpu"
+        self.model_device = ModelDevice()
 
     def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
         from ..datasets.criteo import generate_criteo_requests
@@ -78,6 +80,7 @@ class Recommendation:
                                    cache_key=(self.name, size, dlrm.config, 0),
                                    input_names=["dense", "sparse"], output_names=["logits"],
                                    device=device)
+        self.model_device = model_device(device, backend, torch)
         self._torch = torch
 
     def sample_ids(self) -> Sequence[str]:
@@ -85,11 +88,9 @@ class Recommendation:
 
     def preprocess(self, sample_id: str) -> Any:
         assert self.data_dir is not None
-        text = (self.data_dir / sample_id).read_text()
-        try:
-            _labels, dense, sparse = parse_criteo(text, self.table_sizes)
-        except ValueError as exc:
-            raise AppError(f"{sample_id}: {exc}") from None
+        path = self.data_dir / sample_id
+        with reading_input(self, self.data_dir, path):
+            _labels, dense, sparse = parse_criteo(path.read_text(), self.table_sizes)
         return self._torch.from_numpy(dense), self._torch.from_numpy(sparse)
 
     def example_inputs(self, batch_size: int = 1) -> tuple[Any, Any]:
@@ -106,12 +107,10 @@ class Recommendation:
 
     def infer(self, batch: Sequence[Any]) -> Any:
         torch = self._torch
-        with torch.inference_mode():
-            dense = torch.cat([d for d, _ in batch]).to(self.device)
-            sparse = torch.cat([s for _, s in batch]).to(self.device)
-            logits = self.model(dense, sparse)
-            if self.device != "cpu":
-                logits = logits.cpu()  # the copy back is part of inference on a GPU
+        with torch.inference_mode():  # copies to and from a GPU are part of inference
+            dense = torch.cat([d for d, _ in batch])
+            sparse = torch.cat([s for _, s in batch])
+            logits = self.model_device.run(self.model, dense, sparse)
         return logits, [d.shape[0] for d, _ in batch]
 
     def postprocess(self, output: Any) -> Sequence[Any]:

@@ -19,7 +19,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest
+from .base import AppError, check_size, read_app_manifest, reading_input
+from .device import ModelDevice
 
 SAMPLE_RATE = 16_000
 N_MELS = 80
@@ -116,6 +117,8 @@ class SpeechRecognition:
         self.model: Any = None
         self.features: LogMel | None = None
         self.device = "cpu"
+        #: SR runs on the CPU only; its encoder still goes through the one infer helper
+        self.model_device = ModelDevice()
 
     def generate_data(self, out_dir: Path, count: int, seed: int) -> None:
         from ..datasets.speech import SpeechSynthesisError, generate_speech
@@ -152,7 +155,9 @@ class SpeechRecognition:
         from ..datasets.speech import read_wav
 
         assert self.data_dir is not None and self.features is not None
-        samples, rate = read_wav(self.data_dir / sample_id)
+        path = self.data_dir / sample_id
+        with reading_input(self, self.data_dir, path):
+            samples, rate = read_wav(path)
         if rate != SAMPLE_RATE:
             raise AppError(f"{sample_id}: sample rate {rate} Hz, the model needs {SAMPLE_RATE}")
         feats = self.features(self._torch.from_numpy(samples))
@@ -206,7 +211,7 @@ class SpeechRecognition:
         with torch.inference_mode():
             lengths = torch.tensor([f.shape[0] for f in batch], dtype=torch.long)
             features = torch.nn.utils.rnn.pad_sequence(list(batch), batch_first=True)
-            encoded, enc_lengths = self.encoder(features, lengths)
+            encoded, enc_lengths = self.model_device.run(self.encoder, features, lengths)
             config = model.config
             return greedy_decode(encoded, enc_lengths, self.predict, self.joint,
                                  model.initial_state(),

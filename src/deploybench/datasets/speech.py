@@ -116,7 +116,11 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
             raise ValueError(f"{path}: not a 16-bit mono WAV file")
         rate = wav.getframerate()
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        frames = wav.getnframes()
+        data = wav.readframes(frames)
+    if len(data) != 2 * frames:  # ``wave`` reads a cut-off file without a word
+        raise ValueError(f"{path}: truncated WAV, {len(data) // 2} of {frames} samples")
+    pcm = np.frombuffer(data, dtype="<i2")
     return pcm.astype(np.float32) / 32768.0, rate
 
 

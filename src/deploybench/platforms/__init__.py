@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable
 
 from ..scenario import PlatformName
-from .base import Platform, PlatformError, PlatformOptions, RunOutcome
+from .base import (LaunchError, Platform, PlatformError, PlatformOptions, PlatformSession, RunOutcome,
+                   SessionSetup)
 
 _PLATFORMS: dict[PlatformName, str] = {
     PlatformName.BM: "deploybench.platforms.baremetal:BareMetal",
@@ -28,14 +30,75 @@ def create_platform(name: PlatformName, options: PlatformOptions | None = None) 
     return platform_class(name)(options)
 
 
-def all_platforms() -> list[Any]:
+def all_platforms(options: PlatformOptions | None = None) -> list[Platform]:
     """An instance of every platform this version knows (for doctor and planning)."""
-    return [platform_class(name)() for name in PlatformName if name in _PLATFORMS]
+    return [platform_class(name)(options) for name in PlatformName if name in _PLATFORMS]
 
 
 def implemented(name: PlatformName) -> bool:
     return name in _PLATFORMS
 
 
-__all__ = ["Platform", "PlatformError", "PlatformOptions", "RunOutcome", "all_platforms", "create_platform",
-           "implemented", "platform_class"]
+_VMS = (PlatformName.VM, PlatformName.MVM, PlatformName.VMCN)
+#: the platforms each user flag (a PlatformOptions field) applies to
+FLAG_PLATFORMS: dict[str, tuple[PlatformName, ...]] = {
+    "runtime": (PlatformName.CN, PlatformName.VMCN),
+    "engine": (PlatformName.CN,),
+    "accel": _VMS,
+    "kernel": _VMS,
+    "initrd": _VMS,
+}
+FLAG_NAMES = {"runtime": "--runtime", "engine": "--engine", "accel": "--accel",
+              "kernel": "--kernel", "initrd": "--initrd"}
+
+
+def given_flags(options: PlatformOptions) -> dict[str, Any]:
+    """The flags of ``options`` that differ from their defaults (what the user asked for)."""
+    default = PlatformOptions()
+    return {name: getattr(options, name) for name in FLAG_PLATFORMS
+            if getattr(options, name) != getattr(default, name)}
+
+
+def check_platform_flags(options: PlatformOptions, platforms: Iterable[PlatformName] = (),
+                         host: Any = None) -> None:
+    """Refuse bad platform flags in one line (PlatformError), the same way for `run` and
+    `sweep`: a value no platform knows (whatever platforms are asked for), a flag that
+    cannot apply to a platform asked for, and -- given ``host`` -- a platform that the
+    flags given make unavailable here (so no platform is skipped because of a flag)."""
+    from .container.launchers import ENGINES, RUNTIMES
+    from .vm import ACCELS
+
+    if options.runtime not in RUNTIMES:
+        raise PlatformError(f"unknown OCI runtime {options.runtime!r} (--runtime): use one of "
+                            f"{', '.join(RUNTIMES)}")
+    if options.engine is not None and options.engine not in ENGINES:
+        raise PlatformError(f"unknown container engine {options.engine!r}: use docker or podman, "
+                            "or leave --engine out to use the OCI runtime directly")
+    if options.accel not in ACCELS:
+        raise PlatformError(f"unknown accelerator {options.accel!r} (--accel): use one of "
+                            f"{', '.join(ACCELS)}")
+    if options.initrd and not options.kernel:
+        raise PlatformError("--initrd needs --kernel too (an initramfs is built for its kernel)")
+    for what, path in (("guest kernel", options.kernel), ("guest initrd", options.initrd)):
+        if path and not Path(path).is_file():
+            raise PlatformError(f"{what} {path} does not exist: pass a file, or leave it out "
+                                "to use the prepared one (`deploybench prepare vm`)")
+    asked = list(dict.fromkeys(platforms))
+    given = given_flags(options)
+    if options.engine is not None and PlatformName.VMCN in asked:
+        raise PlatformError("--engine applies to CN only (VMCN starts its container with the OCI "
+                            "runtime directly): leave --engine out, or VMCN")
+    if host is None:
+        return
+    for name in asked:
+        flags = [f"{FLAG_NAMES[f]} {given[f]}" for f in given if name in FLAG_PLATFORMS[f]]
+        if not flags or not implemented(name):
+            continue
+        reason = create_platform(name, options).unavailable_reason(host)
+        if reason:
+            raise PlatformError(f"{name.value} cannot run here with {' '.join(flags)}: {reason}")
+
+
+__all__ = ["FLAG_PLATFORMS", "LaunchError", "Platform", "PlatformError", "PlatformOptions", "PlatformSession",
+           "RunOutcome", "SessionSetup", "all_platforms", "check_platform_flags", "create_platform",
+           "given_flags", "implemented", "platform_class"]

@@ -1,68 +1,144 @@
 """Bare metal (BM): the worker as a plain process on the host, in a fresh cgroup.
 
 ``BM/N/VNL``: a CFS quota of N cores, cores float over the whole host (the paper's
-vanilla). ``BM/N/PIN``: a cpuset of N chosen cores. The cgroup is removed after the run
-whatever happens, and its cpu.stat is kept with the run.
+vanilla). ``BM/N/PIN``: a cpuset of N chosen cores. A session is one cgroup (cpu, cpuset,
+cpuacct, freezer, and blkio for throttled storage) and one warm worker in it, talking over
+stdin/stdout; ``pause`` freezes the cgroup. The worker dies with its owner
+(``PR_SET_PDEATHSIG``, set before exec) and at end-of-file of its stdin. The cgroup is
+removed when the session closes, whatever happened; each round keeps its cpu.stat delta.
 """
 from __future__ import annotations
 
-import sys
+import os
+import subprocess
+import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..scenario import CpuMode, Processor, Scenario
-from ..host import HostFacts
-from ..worker.job import WorkerJob
-from .base import PlatformError, PlatformOptions, RunOutcome, outcome_from, run_process, worker_env
-from .cpu import CgroupError, CgroupManager, limits_for
-
-
-def worker_command(job_path: Path, python: str | None = None) -> list[str]:
-    return [python or sys.executable, "-m", "deploybench.worker", "--job", str(job_path)]
+from ..scenario import CpuMode, Scenario
+from ..worker.channel import StreamChannel
+from .base import (LaunchFacts, PlatformBase, PlatformError, SessionSetup, lifeline, worker_command,
+                   worker_env)
+from .cpu import CgroupError, CgroupManager, RunCgroup, limits_for, stat_delta
+from .session import WorkerSession, session_folder
 
 
-def gpu_reason(scenario: Scenario, host: HostFacts) -> str | None:
-    if scenario.processor is Processor.GPU and not host.gpus:
-        return "no GPU on this host: use .../CPU"
-    return None
-
-
-class BareMetal:
+class BareMetal(PlatformBase):
     name: ClassVar[str] = "BM"
-    supports_io_limits: ClassVar[bool] = True  # applies PlatformOptions.io_limits
+    supports_io_limits: ClassVar[bool] = True
 
-    def __init__(self, options: PlatformOptions | None = None,
-                 cgroups: CgroupManager | None = None) -> None:
-        self.options = options or PlatformOptions()
+    def __init__(self, options=None, cgroups: CgroupManager | None = None) -> None:
+        super().__init__(options)
         self.cgroups = cgroups or CgroupManager()
 
-    def unavailable_reason(self, host: HostFacts) -> str | None:
+    def unavailable_reason(self, host) -> str | None:
         return host.cgroup_problem
 
-    def scenario_problem(self, scenario: Scenario, host: HostFacts) -> str | None:
-        """Why this platform cannot run this particular scenario here (None = it can)."""
-        return gpu_reason(scenario, host)
+    def open(self, scenario: Scenario, setup: SessionSetup) -> "BareMetalSession":
+        return BareMetalSession.launch(self, scenario, setup)
 
-    def run(self, scenario: Scenario, job: WorkerJob, timeout_s: float) -> RunOutcome:
+
+class BareMetalSession(WorkerSession):
+    proc: subprocess.Popen | None = None
+    cgroup: RunCgroup | None = None
+
+    @classmethod
+    def launch(cls, platform: BareMetal, scenario: Scenario, setup: SessionSetup) -> "BareMetalSession":
+        platform.check_io_limits()
         try:
             limits = limits_for(scenario.cores, scenario.cpu_mode is CpuMode.PIN,
-                                list(self.options.pin_cpus or ()))
-            cgroup = self.cgroups.create(limits, io_limits=self.options.io_limits)
+                                list(platform.options.pin_cpus or ()))
         except CgroupError as exc:
             raise PlatformError(str(exc)) from None
-        run_dir = Path(job.result_path).parent
-        job_path = run_dir / "job.json"
-        job.write(job_path)
-        facts = {"platform": self.name, "cgroup": str(next(iter(cgroup.dirs.values()))),
-                 "cgroup_version": cgroup.version, "limits": limits.to_json()}
-        if self.options.io_limits is not None:
-            facts["io_limits"] = self.options.io_limits.to_json()
+        ledger = setup.ledger.open(platform.name, scenario.label)
+        facts = LaunchFacts(setup.launch_id, platform.name, "stdio", time.time(),
+                            pinned_cpus=limits.cpus if scenario.cpu_mode is CpuMode.PIN else None,
+                            details={"limits": limits.to_json()})
         try:
-            proc = run_process(worker_command(job_path), env=worker_env(job.threads),
-                               timeout_s=timeout_s, stdout=run_dir / "stdout.txt",
-                               stderr=run_dir / "stderr.txt", preexec_fn=cgroup.attach,
-                               kill=lambda _p: cgroup.kill_all())
-            facts["cpu_stat"] = cgroup.stat()
-        finally:
-            cgroup.remove()
-        return outcome_from(proc, job, run_dir / "stderr.txt", facts, timeout_s)
+            folder = session_folder(setup.runs_root, setup.launch_id)
+        except BaseException:
+            ledger.close()
+            raise
+        ledger.add(folders=[str(folder)])
+        session = cls(facts, folder, ledger)
+        try:
+            session._start(platform, limits, setup)
+            session.wait_ready(setup.launch_timeout_s)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _start(self, platform: BareMetal, limits: Any, setup: SessionSetup) -> None:
+        # The ledger learns the cgroup's name before it exists, so a kill in between leaks nothing.
+        name = f"{self.ledger.entry.session_id}"
+        self.ledger.add(cgroups=platform.cgroups.planned_dirs(name, platform.options.io_limits))
+        try:
+            self.cgroup = platform.cgroups.create(limits, name=name, io_limits=platform.options.io_limits)
+        except CgroupError as exc:
+            raise PlatformError(str(exc)) from None
+        self.facts.details.update({"cgroup": str(next(iter(self.cgroup.dirs.values()))),
+                                   "cgroup_version": self.cgroup.version})
+        if platform.options.io_limits is not None:
+            self.facts.details["io_limits"] = platform.options.io_limits.to_json()
+        job_path = self.folder / "job.json"
+        setup.prototype.write(job_path)
+        self.facts.launch_wall = time.time()
+        with open(self.folder / "stderr.txt", "wb") as err:
+            self.proc = subprocess.Popen(
+                worker_command(job_path), env=worker_env(setup.prototype.threads),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                preexec_fn=lifeline(self.cgroup.attach), start_new_session=True)
+        self.ledger.process(self.proc.pid, "worker")
+        # The channel owns duplicates; the Popen's own pipe objects are closed right away so
+        # that our copy of the worker's stdin is the only writer left (its end-of-file).
+        read_fd, write_fd = os.dup(self.proc.stdout.fileno()), os.dup(self.proc.stdin.fileno())
+        self.proc.stdout.close()
+        self.proc.stdin.close()
+        self.channel = StreamChannel(read_fd, write_fd)
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _exit_detail(self) -> str:
+        if self.proc is None:
+            return ""
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f" (exit status {code})"
+
+    def _kill(self) -> None:
+        if self.cgroup is not None and not self.cgroup.removed:
+            self.cgroup.kill_all()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, 9)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait()
+
+    def _release(self) -> None:
+        if self.cgroup is not None:
+            self.facts.details["cpu_stat_total"] = self.cgroup.stat()
+            self.cgroup.remove()
+
+    def _round_snapshot(self) -> Any:
+        return self.cgroup.stat() if self.cgroup is not None and not self.cgroup.removed else None
+
+    def _round_facts(self, before: Any, after: Any) -> dict[str, Any]:
+        if before is None or after is None:
+            return {}
+        return {"cpu_stat": stat_delta(before, after)}
+
+    def pause(self) -> None:
+        if self.cgroup is not None and self.alive and not self.paused:
+            self.cgroup.freeze()
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.cgroup is not None and self.paused:
+            self.cgroup.thaw()
+            self.paused = False

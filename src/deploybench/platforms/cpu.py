@@ -75,7 +75,7 @@ class RunCgroup:
     """A created cgroup (one directory per controller on v1, one directory on v2)."""
 
     version: int
-    dirs: dict[str, Path]  # controller -> directory ("cpu", "cpuset", "cpuacct" or "unified")
+    dirs: dict[str, Path]  # controller -> directory ("cpu", "cpuset", "cpuacct", "freezer", "blkio" or "unified")
     limits: CpuLimits
     removed: bool = field(default=False)
     io_limits: IoLimits | None = None
@@ -150,7 +150,34 @@ class RunCgroup:
             pass
         return out
 
+    # -- freezing (pause/resume of a session) ------------------------------------------------
+    def freeze(self, timeout_s: float = 10.0) -> None:
+        """Stop every task in the group (v1 freezer / v2 cgroup.freeze) and wait until the
+        kernel says it is frozen: a paused session costs the host no CPU."""
+        self._set_frozen(True, timeout_s)
+
+    def thaw(self, timeout_s: float = 10.0) -> None:
+        self._set_frozen(False, timeout_s)
+
+    def _set_frozen(self, frozen: bool, timeout_s: float) -> None:
+        if self.version == 2:
+            d = self.dirs["unified"]
+            _write(d / "cgroup.freeze", "1" if frozen else "0")
+            done = lambda: f"frozen {1 if frozen else 0}" in (d / "cgroup.events").read_text()  # noqa: E731
+        else:
+            d = self.dirs.get("freezer")
+            if d is None:
+                raise CgroupError("this cgroup has no freezer controller: cannot pause it")
+            _write(d / "freezer.state", "FROZEN" if frozen else "THAWED")
+            done = lambda: _read(d / "freezer.state") == ("FROZEN" if frozen else "THAWED")  # noqa: E731
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                raise CgroupError(f"{d} did not {'freeze' if frozen else 'thaw'} within {timeout_s:g} s")
+            time.sleep(0.005)
+
     def kill_all(self) -> None:
+        """SIGKILL every task; a frozen group is thawed so its tasks can die."""
         if self.version == 2 and (self.dirs["unified"] / "cgroup.kill").exists():
             try:
                 (self.dirs["unified"] / "cgroup.kill").write_text("1")
@@ -162,6 +189,10 @@ class RunCgroup:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        from .ledger import thaw
+
+        for d in dict.fromkeys(self.dirs.values()):
+            thaw(d)
 
     def remove(self, timeout_s: float = 10.0) -> None:
         """Kill what is left inside and remove the directories. Idempotent."""
@@ -180,6 +211,15 @@ class RunCgroup:
         self.removed = True
 
 
+def stat_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What a round added to a cgroup's counters (cpu.stat, CPU usage, I/O)."""
+    out: dict[str, Any] = {}
+    for key, value in after.items():
+        if isinstance(value, (int, float)) and isinstance(before.get(key), (int, float)):
+            out[key] = value - before[key]
+    return out
+
+
 class CgroupManager:
     """Creates and finds deploybench's cgroups under ``root``."""
 
@@ -189,6 +229,13 @@ class CgroupManager:
 
     def _v1_dir(self, controller: str) -> Path:
         return self.root / controller
+
+    def planned_dirs(self, name: str, io_limits: IoLimits | None = None) -> list[str]:
+        """The directories ``create(name=name)`` will make (for the ledger, before it does)."""
+        if self.version == 2:
+            return [str(self.root / name)]
+        controllers = ["cpuset", "cpu", "cpuacct", "freezer"] + (["blkio"] if io_limits else [])
+        return [str(self._v1_dir(c) / name) for c in controllers if self._v1_dir(c).is_dir()]
 
     def create(self, limits: CpuLimits, name: str | None = None,
                io_limits: IoLimits | None = None) -> RunCgroup:
@@ -223,6 +270,11 @@ class CgroupManager:
         _write(cpu / "cpu.cfs_period_us", str(limits.period_us))
         quota = -1 if limits.quota_cores is None else round(limits.quota_cores * limits.period_us)
         _write(cpu / "cpu.cfs_quota_us", str(quota))
+        freezer_root = self._v1_dir("freezer")
+        if freezer_root.is_dir():
+            freezer = freezer_root / name
+            freezer.mkdir(exist_ok=True)
+            dirs["freezer"] = freezer
         acct_root = self._v1_dir("cpuacct")
         if acct_root.is_dir() and acct_root.resolve() != self._v1_dir("cpu").resolve():
             acct = acct_root / name
@@ -268,7 +320,7 @@ class CgroupManager:
         """deploybench cgroups that still exist (there should be none between runs)."""
         if self.version is None:
             return []
-        parents = [self.root] if self.version == 2 else [self._v1_dir(c) for c in ("cpu", "cpuset", "cpuacct", "blkio")]
+        parents = [self.root] if self.version == 2 else [self._v1_dir(c) for c in ("cpu", "cpuset", "cpuacct", "blkio", "freezer")]
         out: list[Path] = []
         for parent in parents:
             if parent.is_dir():

@@ -1,31 +1,34 @@
 """Virtual machines: ``VM/N/MODE/PROC`` (QEMU ``pc``, virtio-pci) and ``MVM/N/MODE/PROC``
 (QEMU ``microvm``, virtio-mmio), both booting the same guest kernel and initramfs.
 
-How a run goes (one fresh guest per run):
+A session is one guest with a warm worker in it:
 
 1. Guest assets (kernel, initramfs: ``guest/``) and the data disk (a read-only ext4 image of
    the data set, attached as virtio-blk) are prepared once and cached.
-2. The run folder is the *job share*: QEMU exports it read-write over virtio-9p; the guest
-   mounts it at the same path, so the job's paths mean the same inside. The host's ``/``
-   is the guest's read-only root (9p + tmpfs overlay): software comes over 9p, data over
-   the block device.
-3. QEMU starts paused (``-S``) inside a fresh cgroup. Over QMP (``qemu.qmp``) we read each
-   vCPU's host thread id (``query-cpus-fast``); PIN pins vCPU i to its own host core with
-   ``sched_setaffinity``, VNL leaves the threads floating under the cgroup's CFS quota of N
-   cores. Then ``cont``.
+2. The session folder is the *job share*: QEMU exports it read-write over virtio-9p; the
+   guest mounts it at the same path, so the job's paths mean the same inside, and it is the
+   worker's job channel (numbered job and result files: ``worker/channel.py``). The host's
+   ``/`` is the guest's read-only root (9p + tmpfs overlay): software comes over 9p, data
+   over the block device.
+3. QEMU starts paused (``-S``) inside a fresh cgroup, with a death signal tied to its owner
+   (it dies when the deploybench process that launched it dies). Over QMP (``qemu.qmp``) we
+   read each vCPU's host thread id (``query-cpus-fast``); PIN pins vCPU i to its own host
+   core with ``sched_setaffinity``, VNL leaves the threads floating under the cgroup's CFS
+   quota of N cores. Then ``cont``.
 4. The guest's init and stage-2 script print ``DEPLOYBENCH-MARK`` lines on the serial
    console; the host timestamps every console line as it arrives, so boot times are host
    clock times (a TCG guest's clock may drift): launch -> ``init`` (guest user space) ->
-   ``worker-start`` -> first timed query (the worker's guest-clock time, moved onto the
-   host clock by the offset measured at ``worker-start``).
-5. The worker writes its result into the share, the guest powers itself off; a guest that
-   hangs is killed at the deadline, one that dies is a failed run with its console's tail.
-   QEMU, its cgroup and the socket folder are removed whatever happens, Ctrl-C included.
+   ``worker-start`` -> worker ready; each round's first query is the worker's guest-clock
+   time moved onto the host clock by the offset measured at ``worker-start``.
+5. Rounds: a job file in, a result file out. ``pause``/``resume`` are QMP ``stop``/``cont``.
+   ``close`` sends ``stop``: the worker exits and the guest powers itself off; a guest that
+   hangs is killed; QEMU, its cgroup and the socket folder are removed whatever happens.
 
 Accelerator: ``kvm`` on a host where guests boot under KVM; ``tcg`` (emulation) otherwise.
-``auto`` decides with a short boot probe, cached per host and kernel (``kvm_probe``): a
-nested or paravirtual /dev/kvm can exist and still leave a guest crawling. TCG runs carry
-the EMULATED_VM warning, and the store keeps them apart from native runs by ``accel``.
+One function decides (:func:`kvm_decision`); ``auto`` uses a short boot probe, cached per
+host and kernel: a nested or paravirtual /dev/kvm can exist and still leave a guest
+crawling. TCG runs carry the EMULATED_VM warning, and the store keeps them apart from
+native runs by ``accel``.
 
 MVM and Firecracker: the paper's micro-VM is Firecracker. When a ``firecracker`` binary is
 present we only detect and report it (doctor); runs use QEMU ``microvm``, which has the same
@@ -51,14 +54,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from ..scenario import CpuMode, Processor, Scenario
 from ..host import HostFacts, host_facts, usable_cpus
+from ..scenario import CpuMode, Processor, Scenario
 from ..warnings import WarningCode, warning
-from ..worker.job import WorkerJob, WorkerResult
-from .base import Check, PlatformError, PlatformOptions, ProcessRun, RunOutcome, outcome_from, tail, worker_env
-from .cpu import CgroupError, CgroupManager, CpuLimits, limits_for
-from .guest import GuestAssets, cached_assets, guest_home, prepare
+from ..worker.channel import FileChannel
+from ..worker.job import WorkerJob
+from .base import (Check, CheckStatus, LaunchFacts, PlatformBase, PlatformError, RunOutcome, SessionSetup,
+                   availability_check, lifeline, tail, worker_command, worker_env)
+from .cpu import CgroupError, CgroupManager, CpuLimits, RunCgroup, limits_for, stat_delta
+from .guest import GuestAssetError, GuestAssets, cached_assets, guest_home, prepare
 from .guest.datadisk import DATA_PATH_LABEL, ensure_data_image
+from .session import WorkerSession, session_folder
 
 QEMU = "qemu-system-x86_64"
 MARK = "DEPLOYBENCH-MARK"
@@ -241,23 +247,45 @@ def probe_kvm(assets: GuestAssets, deadline_s: float = KVM_PROBE_DEADLINE_S) -> 
     return verdict
 
 
-def resolve_accel(requested: str, assets: GuestAssets) -> tuple[str, str]:
-    """(accelerator, why) for a run: ``kvm`` or ``tcg``."""
+@dataclass(frozen=True)
+class AccelChoice:
+    """KVM or TCG for guests here, and why. ``kvm_usable`` is None when nobody knows yet
+    (doctor does not boot the probe)."""
+
+    accel: str  # "kvm" | "tcg"
+    reason: str
+    kvm_usable: bool | None
+
+
+def kvm_decision(requested: str = "auto", kernel: str | None = None, initrd: str | None = None,
+                 *, probe: bool = True) -> AccelChoice:
+    """The one place that decides whether guests run under KVM: runs, the sweep planner
+    (``VirtualMachine.emulated``) and doctor all ask it. ``probe=False`` boots nothing (and
+    prepares no assets): it answers from /dev/kvm and the cached boot-probe verdict."""
     if requested not in ACCELS:
         raise PlatformError(f"unknown accelerator {requested!r}: use one of {', '.join(ACCELS)}")
     if requested == "tcg":
-        return "tcg", "TCG emulation requested (--accel tcg)"
+        return AccelChoice("tcg", "TCG emulation requested (--accel tcg)", None)
     problem = kvm_device_problem()
     if requested == "kvm":
         if problem:
             raise PlatformError(f"--accel kvm: {problem}; use --accel auto or tcg")
-        return "kvm", "KVM requested (--accel kvm)"
+        return AccelChoice("kvm", "KVM requested (--accel kvm)", True)
     if problem:
-        return "tcg", f"{problem}: TCG emulation is used"
-    verdict = cached_kvm_verdict(assets) or probe_kvm(assets)
+        return AccelChoice("tcg", f"{problem}: TCG emulation is used", False)
+    if probe:
+        assets = prepare(kernel, initrd)
+    else:
+        assets = cached_assets() if not kernel else None
+    verdict = cached_kvm_verdict(assets) if assets is not None else None
+    if verdict is None and probe and assets is not None:
+        verdict = probe_kvm(assets)
+    if verdict is None:
+        return AccelChoice("kvm", "/dev/kvm present; whether guests boot under it is not probed yet "
+                           "(the first VM run with --accel auto probes it, ~25 s at most)", None)
     if verdict.usable:
-        return "kvm", verdict.detail
-    return "tcg", f"{verdict.detail}: TCG emulation is used"
+        return AccelChoice("kvm", verdict.detail, True)
+    return AccelChoice("tcg", f"{verdict.detail}: TCG emulation is used", False)
 
 
 # -- the console -------------------------------------------------------------------------------
@@ -380,6 +408,9 @@ class Qmp:
     def cont(self) -> None:
         self.monitor.cmd("cont")
 
+    def stop(self) -> None:
+        self.monitor.cmd("stop")
+
     def close(self) -> None:
         try:
             self.monitor.close()
@@ -403,8 +434,8 @@ def pin_vcpus(threads: dict[int, int], cores: Sequence[int]) -> dict[int, int]:
 
 
 # -- the stage-2 script ------------------------------------------------------------------------
-def guest_env(job: WorkerJob) -> dict[str, str]:
-    host = worker_env(job.threads)
+def guest_env(threads: int) -> dict[str, str]:
+    host = worker_env(threads)
     env = {k: host[k] for k in _ENV_PASSED if k in host}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["HOME"] = "/root"
@@ -417,8 +448,9 @@ def guest_env(job: WorkerJob) -> dict[str, str]:
 
 def stage2_script(share: Path, command: Sequence[str], env: dict[str, str], prelude: str = "",
                   data_mount: str | None = None) -> str:
-    """The guest's PID 1 after switch_root: run ``command`` with its output in the share,
-    leave its exit status there, mark each step on the console, power off."""
+    """The guest's PID 1 after switch_root: run ``command`` (the warm worker, which serves
+    rounds until it is told to stop) with its output in the share, leave its exit status
+    there, mark each step on the console, power off."""
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     q = shlex.quote
     data_line = ""
@@ -451,7 +483,7 @@ sleep 60
 # -- the platform ------------------------------------------------------------------------------
 @dataclass
 class GuestPlan:
-    """What one run's guest is made of (filled in by ``VirtualMachine.run``)."""
+    """What one session's guest is made of."""
 
     assets: GuestAssets
     accel: str
@@ -462,16 +494,15 @@ class GuestPlan:
     extra_facts: dict[str, Any] = field(default_factory=dict)
 
 
-class VirtualMachine:
+class VirtualMachine(PlatformBase):
     """``VM``: QEMU's ``pc`` machine with virtio-pci devices."""
 
     name: ClassVar[str] = "VM"
     machine: ClassVar[str] = "pc"
     extra_memory_mib: ClassVar[int] = 0
 
-    def __init__(self, options: PlatformOptions | None = None,
-                 cgroups: CgroupManager | None = None) -> None:
-        self.options = options or PlatformOptions()
+    def __init__(self, options=None, cgroups: CgroupManager | None = None) -> None:
+        super().__init__(options)
         self.cgroups = cgroups or CgroupManager()
 
     # -- availability --------------------------------------------------------------------------
@@ -482,51 +513,68 @@ class VirtualMachine:
             return f"guests are x86-64 only; this host is {host.machine}"
         if self.options.accel not in ACCELS:
             return f"unknown accelerator {self.options.accel!r}: use one of {', '.join(ACCELS)}"
+        if self.options.accel == "kvm" and kvm_device_problem():
+            return f"--accel kvm: {kvm_device_problem()}; use --accel auto or tcg"
         return host.cgroup_problem
 
     def emulated(self, host: HostFacts) -> bool:
         """Whether runs here will be emulated (TCG), as the sweep planner asks to pick a
         study's ``[overrides.emulated]``. With ``--accel auto`` this may prepare the guest
         assets and boot the KVM probe once (both cached), exactly as the first run would."""
-        if self.options.accel in ("tcg", "kvm"):
-            return self.options.accel == "tcg"
-        if kvm_device_problem():
-            return True
         try:
-            assets = prepare(self.options.kernel, self.options.initrd)
+            return kvm_decision(self.options.accel, self.options.kernel, self.options.initrd).accel == "tcg"
         except GuestAssetError:
             return True  # the runs will fail with this reason; plan them as the cheap case
-        return resolve_accel(self.options.accel, assets)[0] == "tcg"
 
     def scenario_problem(self, scenario: Scenario, host: HostFacts) -> str | None:
         if scenario.processor is Processor.GPU:
             if not host.gpus:
                 return "no GPU on this host: use .../CPU"
             return (f"{self.name} with a GPU needs VFIO passthrough, which deploybench does not "
-                    "set up yet: use .../CPU")
+                    "set up yet (README, GPUs: the VFIO host preparation): use .../CPU or CN")
         return None
 
-    def doctor_checks(self) -> list[Any]:
+    def doctor_checks(self, host: HostFacts) -> list[Check]:
+        """This platform's line (``emulated`` under TCG: it works, but its times are not
+        overheads; ``info`` while KVM is not probed yet); the VM platform adds KVM, the
+        guest assets and Firecracker. Boots nothing (the one KVM decision, without probing)."""
+        choice = kvm_decision(self.options.accel, probe=False) if self.options.accel in ACCELS else None
+        if choice is None or choice.accel == "kvm" and choice.kvm_usable is not None:
+            own = availability_check(self, host)
+        elif choice.accel == "tcg":
+            own = availability_check(self, host, emulated=choice.reason.removesuffix(": TCG emulation is used"))
+        else:  # not probed yet
+            own = availability_check(self, host)
+            if own.status is CheckStatus.OK:
+                own = Check(own.key, own.name, CheckStatus.INFO,
+                            f"available; native (KVM) or emulated (TCG) is not known yet: {choice.reason}")
+        checks = [own]
         if self.name != "VM":  # one set of VM lines is enough
-            return []
-        checks = [Check("kvm", kvm_situation()[0], kvm_situation()[1])]
+            return checks
+        auto = kvm_decision("auto", probe=False)
+        kvm_status = (CheckStatus.NO if auto.kvm_usable is False else
+                      CheckStatus.OK if auto.kvm_usable else CheckStatus.INFO)
+        detail = auto.reason if auto.kvm_usable is not False else \
+            auto.reason.replace(": TCG emulation is used", ": VMs use TCG emulation (functional only, not comparable)")
+        checks.append(Check("kvm", "kvm", kvm_status, detail))
         assets = cached_assets()
-        checks.append(Check("guest assets", assets is not None,
+        checks.append(Check("guest_assets", "guest assets", CheckStatus.OK if assets else CheckStatus.INFO,
                             f"kernel {assets.release} and initramfs cached in {guest_home()}" if assets else
                             "not prepared yet: `deploybench prepare vm` (or the first VM run) fetches "
                             "Debian's kernel with apt-get and builds the initramfs"))
         fc = shutil.which("firecracker")
-        checks.append(Check("firecracker", True,
+        checks.append(Check("firecracker", "firecracker", CheckStatus.INFO,
                             f"{fc} found, but MVM runs use QEMU microvm (Firecracker cannot pin vCPUs "
                             "or pass through GPUs)" if fc else
-                            "not installed: MVM uses QEMU microvm (same minimal virtio-mmio machine)"))
+                            "not installed (optional): MVM uses QEMU microvm (the same minimal "
+                            "virtio-mmio machine)"))
         return checks
 
     # -- planning ----------------------------------------------------------------------------------
-    def plan(self, scenario: Scenario, job: WorkerJob, share: Path, qmp_socket: Path,
+    def plan(self, scenario: Scenario, prototype: WorkerJob, share: Path, qmp_socket: Path,
              data_image: Path | None) -> GuestPlan:
+        choice = kvm_decision(self.options.accel, self.options.kernel, self.options.initrd)
         assets = prepare(self.options.kernel, self.options.initrd)
-        accel, reason = resolve_accel(self.options.accel, assets)
         pinned = scenario.cpu_mode is CpuMode.PIN
         try:
             limits = limits_for(scenario.cores, pinned, list(self.options.pin_cpus or ()))
@@ -542,175 +590,219 @@ class VirtualMachine:
         config = QemuConfig(
             machine=self.machine, vcpus=scenario.cores,
             memory_mib=memory_for(scenario.model_size, host_facts().memory_gib, self.extra_memory_mib),
-            accel=accel, kernel=assets.kernel, initrd=assets.initrd,
-            name=f"deploybench-{self.name.lower()}-{job.run_id[:8] or os.getpid()}",
+            accel=choice.accel, kernel=assets.kernel, initrd=assets.initrd,
+            name=f"deploybench-{self.name.lower()}-{share.name[:8]}",
             share_dir=str(share), data_image=str(data_image) if data_image else None,
-            data_mount=str(Path(job.data_dir).resolve()) if data_image else None,
+            data_mount=str(Path(prototype.data_dir).resolve()) if data_image else None,
             qmp_socket=str(qmp_socket),
-            tsc_khz=host_tsc_khz() if (self.machine == "microvm" and accel == "tcg") else None)
-        return GuestPlan(assets, accel, reason, config, cores, cgroup_limits)
+            tsc_khz=host_tsc_khz() if (self.machine == "microvm" and choice.accel == "tcg") else None)
+        return GuestPlan(assets, choice.accel, choice.reason, config, cores, cgroup_limits)
 
-    def guest_command(self, scenario: Scenario, job: WorkerJob, job_path: Path,
+    def guest_command(self, scenario: Scenario, prototype: WorkerJob, share: Path,
                       plan: GuestPlan) -> tuple[list[str], str]:
         """The command the guest runs (and shell lines to run before it)."""
-        return [sys.executable, "-m", "deploybench.worker", "--job", str(job_path)], ""
+        return worker_command(share / "job.json", channel="files", channel_dir=share), ""
 
-    # -- running -----------------------------------------------------------------------------------
-    def run(self, scenario: Scenario, job: WorkerJob, timeout_s: float) -> RunOutcome:
-        share = Path(job.result_path).parent
-        job_path = share / "job.json"
-        job.write(job_path)
-        data_image = ensure_data_image(Path(job.data_dir), guest_home() / "disks")
-        sockets = Path(tempfile.mkdtemp(prefix="deploybench-vm-"))
+    def open(self, scenario: Scenario, setup: SessionSetup) -> "GuestSession":
+        return GuestSession.launch(self, scenario, setup)
+
+
+class GuestSession(WorkerSession):
+    proc: subprocess.Popen | None = None
+    console: ConsoleReader | None = None
+    qmp: "Qmp | None" = None
+    cgroup: RunCgroup | None = None
+    plan: GuestPlan
+    sockets: Path
+    vcpu_threads: dict[int, int]
+
+    @classmethod
+    def launch(cls, platform: VirtualMachine, scenario: Scenario, setup: SessionSetup) -> "GuestSession":
+        platform.check_io_limits()
+        ledger = setup.ledger.open(platform.name, scenario.label)
         try:
-            plan = self.plan(scenario, job, share, sockets / "qmp.sock", data_image)
-            command, prelude = self.guest_command(scenario, job, job_path, plan)
-            (share / "guest-run.sh").write_text(stage2_script(share, command, guest_env(job), prelude,
-                                                                  plan.config.data_mount))
-            return self._launch(scenario, job, timeout_s, plan, share)
-        finally:
-            shutil.rmtree(sockets, ignore_errors=True)
+            share = session_folder(setup.runs_root, setup.launch_id)
+            sockets = Path(tempfile.mkdtemp(prefix="deploybench-vm-"))
+        except BaseException:
+            ledger.close()
+            raise
+        ledger.add(folders=[str(share), str(sockets)])
+        facts = LaunchFacts(setup.launch_id, platform.name, "files", time.time())
+        session = cls(facts, share, ledger)
+        session.sockets = sockets
+        session.vcpu_threads = {}
+        try:
+            session._start(platform, scenario, setup)
+            session.wait_ready(setup.launch_timeout_s)
+            session._boot_facts()
+        except BaseException:
+            session.close()
+            raise
+        return session
 
-    def _launch(self, scenario: Scenario, job: WorkerJob, timeout_s: float, plan: GuestPlan,
-                share: Path) -> RunOutcome:
+    def _start(self, platform: VirtualMachine, scenario: Scenario, setup: SessionSetup) -> None:
+        share = self.folder
+        prototype = setup.prototype
+        prototype.write(share / "job.json")
+        data_image = ensure_data_image(Path(prototype.data_dir), guest_home() / "disks")
+        plan = platform.plan(scenario, prototype, share, self.sockets / "qmp.sock", data_image)
+        self.plan = plan
+        command, prelude = platform.guest_command(scenario, prototype, share, plan)
+        (share / "guest-run.sh").write_text(stage2_script(share, command, guest_env(prototype.threads),
+                                                          prelude, plan.config.data_mount))
         cfg = plan.config
-        try:
-            cgroup = self.cgroups.create(plan.cgroup_limits)
-        except CgroupError as exc:
-            raise PlatformError(str(exc)) from None
-        facts: dict[str, Any] = {
-            "platform": self.name, "machine": cfg.machine, "vmm": f"qemu-{cfg.machine}",
+        self.facts.pinned_cpus = plan.pinned_cores
+        self.facts.details.update({
+            "machine": cfg.machine, "vmm": f"qemu-{cfg.machine}",
             "accel": plan.accel, "accel_reason": plan.accel_reason, "vcpus": cfg.vcpus,
             "memory_mib": cfg.memory_mib, "guest_kernel": plan.assets.release,
             "guest_assets": plan.assets.source, "data_path": DATA_PATH_LABEL,
             "data_image": cfg.data_image, "software_path": "virtio-9p (host root, read-only) + tmpfs overlay",
-            "cpu_mode": scenario.cpu_mode.value, "qemu_cgroup": str(next(iter(cgroup.dirs.values()))),
-            "qemu_limits": plan.cgroup_limits.to_json(), "kernel_cmdline": kernel_cmdline(cfg),
-            "qemu_command": shlex.join(qemu_command(cfg)), **plan.extra_facts,
-        }
-        console_log = share / "console.log"
-        qemu_stderr = share / "qemu-stderr.txt"
-        timed_out = interrupted = False
-        proc: subprocess.Popen | None = None
-        console: ConsoleReader | None = None
-        qmp: Qmp | None = None
-        launch = time.time()
+            "cpu_mode": scenario.cpu_mode.value, "qemu_limits": plan.cgroup_limits.to_json(),
+            "kernel_cmdline": kernel_cmdline(cfg), "qemu_command": shlex.join(qemu_command(cfg)),
+            "limits": (limits_for(scenario.cores, True, list(platform.options.pin_cpus or ())).to_json()
+                       if plan.pinned_cores is not None else plan.cgroup_limits.to_json()),
+            **plan.extra_facts,
+        })
+        name = self.ledger.entry.session_id
+        self.ledger.add(cgroups=platform.cgroups.planned_dirs(name))
         try:
-            with open(qemu_stderr, "wb") as err:
-                proc = subprocess.Popen(qemu_command(cfg), stdout=subprocess.PIPE, stderr=err,
-                                        stdin=subprocess.DEVNULL, preexec_fn=cgroup.attach,
-                                        start_new_session=True)
-            console = ConsoleReader(proc.stdout, console_log)
-            facts["qemu_pid"] = proc.pid
-            deadline = time.monotonic() + timeout_s
-            try:
-                qmp = Qmp(Path(cfg.qmp_socket or ""), proc, min(QMP_CONNECT_S, timeout_s), qemu_stderr)
-                threads = qmp.vcpu_threads()
-                facts["vcpu_threads"] = {str(k): v for k, v in threads.items()}
-                if plan.pinned_cores is not None:
-                    mapping = pin_vcpus(threads, plan.pinned_cores)
-                    facts["vcpu_pinning"] = {str(k): v for k, v in mapping.items()}
-                qmp.cont()
-                facts["vcpu_affinity_at_start"] = {str(k): thread_affinity(proc.pid, t) for k, t in threads.items()}
-                while proc.poll() is None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        timed_out = True
-                        break
-                    if "vcpu_affinity_at_worker" not in facts and "worker-start" in console.markers:
-                        # checked from the host while the worker runs: still pinned?
-                        facts["vcpu_affinity_at_worker"] = {
-                            str(k): thread_affinity(proc.pid, t) for k, t in threads.items()}
-                    try:
-                        proc.wait(timeout=min(left, 0.5))
-                    except subprocess.TimeoutExpired:
-                        pass
-            except KeyboardInterrupt:
-                interrupted = True
-        finally:
-            if qmp is not None:
-                qmp.close()
-            if proc is not None:
-                if proc.poll() is None:
-                    cgroup.kill_all()
-                _kill_group(proc)
-            if console is not None:
-                console.join()
-            facts["cpu_stat"] = cgroup.stat()
-            cgroup.remove()
-        end = time.time()
-        facts["qemu_exit_status"] = proc.returncode if proc is not None else None
-        return self._outcome(job, share, facts, console, ProcessRun(
-            None if (timed_out or interrupted) else proc.returncode, timed_out, interrupted, launch, end),
-            timeout_s, plan)
+            self.cgroup = platform.cgroups.create(plan.cgroup_limits, name=name)
+        except CgroupError as exc:
+            raise PlatformError(str(exc)) from None
+        self.facts.details["qemu_cgroup"] = str(next(iter(self.cgroup.dirs.values())))
+        self.facts.launch_wall = time.time()
+        with open(share / "qemu-stderr.txt", "wb") as err:
+            self.proc = subprocess.Popen(qemu_command(cfg), stdout=subprocess.PIPE, stderr=err,
+                                         stdin=subprocess.DEVNULL, preexec_fn=lifeline(self.cgroup.attach),
+                                         start_new_session=True)
+        self.ledger.process(self.proc.pid, "qemu")
+        self.console = ConsoleReader(self.proc.stdout, share / "console.log")
+        self.facts.details["qemu_pid"] = self.proc.pid
+        self.qmp = Qmp(Path(cfg.qmp_socket or ""), self.proc, min(QMP_CONNECT_S, setup.launch_timeout_s),
+                       share / "qemu-stderr.txt")
+        self.vcpu_threads = self.qmp.vcpu_threads()
+        self.facts.details["vcpu_threads"] = {str(k): v for k, v in self.vcpu_threads.items()}
+        if plan.pinned_cores is not None:
+            mapping = pin_vcpus(self.vcpu_threads, plan.pinned_cores)
+            self.facts.details["vcpu_pinning"] = {str(k): v for k, v in mapping.items()}
+        self.qmp.cont()
+        self.facts.details["vcpu_affinity_at_start"] = self._affinity()
+        self.channel = FileChannel(share, side="host", alive=self._alive)
 
-    def _outcome(self, job: WorkerJob, share: Path, facts: dict[str, Any], console: ConsoleReader | None,
-                 proc: ProcessRun, timeout_s: float, plan: GuestPlan) -> RunOutcome:
-        markers = console.markers if console is not None else {}
-        launch = proc.launch_wall
+    def _affinity(self) -> dict[str, list[int] | None]:
+        assert self.proc is not None
+        return {str(k): thread_affinity(self.proc.pid, t) for k, t in self.vcpu_threads.items()}
+
+    def _boot_facts(self) -> None:
+        markers = self.console.markers if self.console is not None else {}
+        launch = self.facts.launch_wall
         for name, key in (("init", "boot_userspace_s"), ("switch-root", "boot_rootfs_s"),
-                          ("worker-start", "worker_start_s"), ("worker-exit", "worker_exit_s")):
+                          ("worker-start", "worker_start_s")):
             if name in markers:
-                facts[key] = round(markers[name][0] - launch, 3)
+                self.facts.details[key] = round(markers[name][0] - launch, 3)
         if "data-mount" in markers:
-            facts["data_mount_seen"] = (markers["data-mount"][1] or ["none"])[0]  # "ext4,/dev/vda"
-        for name in ("clocksource-start", "clocksource-end"):
-            if name in markers and markers[name][1]:
-                # the clock the worker's timers read; a switch away from tsc/kvm-clock
-                # (an unstable TSC) coarsens every phase time
-                facts[f"guest_{name.replace('-', '_')}"] = markers[name][1][0]
-        rc_file = share / "rc"
-        if rc_file.exists():
-            try:
-                facts["worker_exit_status"] = int(rc_file.read_text().strip() or -1)
-            except ValueError:
-                pass
-        combined = share / "console-tail.txt"
-        text = tail(share / "console.log")
-        for name in ("stderr.txt", "qemu-stderr.txt"):
-            extra = tail(share / name, 3000)
-            if extra.strip():
-                text += f"\n--- {name} ---\n{extra}"
-        combined.write_text(text)
-        outcome = outcome_from(proc, job, combined, facts, timeout_s)
-        result = outcome.result
-        offset = None
+            self.facts.details["data_mount_seen"] = (markers["data-mount"][1] or ["none"])[0]
+        if "clocksource-start" in markers and markers["clocksource-start"][1]:
+            # the clock the worker's timers read; a switch away from tsc/kvm-clock
+            # (an unstable TSC) coarsens every phase time
+            self.facts.details["guest_clocksource_start"] = markers["clocksource-start"][1][0]
         if "worker-start" in markers and markers["worker-start"][1]:
             try:
                 offset = markers["worker-start"][0] - float(markers["worker-start"][1][0])
-                facts["guest_clock_offset_s"] = round(offset, 3)
+                self.facts.details["guest_clock_offset_s"] = round(offset, 3)
             except ValueError:
-                offset = None
-        if result is not None and offset is not None:
-            if "worker_start_wall" in result.timings and "worker-start" in markers:
-                # stage-2 script -> the worker's first line (Python start, + runc for VMCN)
-                facts["worker_launch_s"] = round(result.timings["worker_start_wall"] + offset
-                                                 - markers["worker-start"][0], 3)
-            if "first_query_wall" in result.timings:
-                first = result.timings["first_query_wall"] + offset
-                facts["first_query_s"] = round(first - launch, 3)
-                facts["start_latency_s"] = facts["first_query_s"]  # host clock, not the guest's
-            if "worker_end_wall" in result.timings:
-                facts["stop_latency_s"] = round(proc.end_wall - (result.timings["worker_end_wall"] + offset), 3)
-        outcome.host_facts = facts
-        pinned = facts.get("vcpu_pinning")
-        seen = facts.get("vcpu_affinity_at_worker")
+                pass
+
+    # -- the session -------------------------------------------------------------------------------
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _exit_detail(self) -> str:
+        if self.proc is None:
+            return ""
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return ""
+        rc_file = self.folder / "rc"
+        worker = rc_file.read_text().strip() if rc_file.exists() else None
+        detail = ""
+        if self.console is not None:
+            self.console.join()
+            detail = "; ".join(self.console.errors)
+            if not detail:
+                panic = [line for line in self.console.lines if "Kernel panic" in line]
+                detail = panic[-1].strip() if panic else ""
+        return (f" (QEMU exit status {code}{'' if worker is None else f', worker exit status {worker}'})"
+                f"{': ' + detail if detail else ''}")
+
+    def _console(self) -> str:
+        text = tail(self.folder / "console.log")
+        for name in ("stderr.txt", "qemu-stderr.txt"):
+            extra = tail(self.folder / name, 3000)
+            if extra.strip():
+                text += f"\n--- {name} ---\n{extra}"
+        return text
+
+    def _kill(self) -> None:
+        if self.cgroup is not None and not self.cgroup.removed:
+            self.cgroup.kill_all()
+        if self.proc is not None:
+            _kill_group(self.proc)
+
+    def _release(self) -> None:
+        if self.qmp is not None:
+            self.qmp.close()
+        if self.console is not None:
+            self.console.join()
+        if self.proc is not None:
+            self.facts.details["qemu_exit_status"] = self.proc.returncode
+        if self.cgroup is not None:
+            self.facts.details["cpu_stat_total"] = self.cgroup.stat()
+            self.cgroup.remove()
+        shutil.rmtree(self.sockets, ignore_errors=True)
+
+    def _round_snapshot(self) -> Any:
+        return self.cgroup.stat() if self.cgroup is not None and not self.cgroup.removed else None
+
+    def _round_facts(self, before: Any, after: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if before is not None and after is not None:
+            out["cpu_stat"] = stat_delta(before, after)
+        if self._alive():
+            out["vcpu_affinity_at_round"] = self._affinity()
+        return out
+
+    def measure(self, job: WorkerJob, timeout_s: float) -> RunOutcome:
+        outcome = super().measure(job, timeout_s)
+        facts, result = outcome.host_facts, outcome.result
+        offset = self.facts.details.get("guest_clock_offset_s")
+        if result is not None and offset is not None and "first_query_wall" in result.timings:
+            # the round's first query on the host clock (a TCG guest's clock may drift)
+            facts["first_query_s"] = round(result.timings["first_query_wall"] + offset
+                                           - self.facts.launch_wall, 3)
+            facts["round_start_latency_s"] = round(result.timings["first_query_wall"] + offset
+                                                   - facts["round_wall"], 4)
+        pinned = self.facts.details.get("vcpu_pinning")
+        seen = facts.get("vcpu_affinity_at_round")
         if result is not None and pinned and seen and any(seen.get(v) != [c] for v, c in pinned.items()):
             result.warnings.append(warning(
                 WarningCode.AFFINITY_MISMATCH, f"vCPUs pinned as {pinned} but the host saw {seen}"))
-        if result is not None and plan.accel == "tcg":
+        if result is not None and self.plan.accel == "tcg":
             result.warnings.append(warning(
-                WarningCode.EMULATED_VM, f"emulated (TCG): not comparable with native runs ({plan.accel_reason})"))
-        if outcome.status == "failed" and result is None:
-            detail = "; ".join(console.errors) if console is not None and console.errors else ""
-            if not detail:
-                panic = [l for l in (console.lines if console else []) if "Kernel panic" in l]
-                detail = panic[-1].strip() if panic else (console.last_line() if console else "")
-            status = facts.get("worker_exit_status")
-            outcome.error = (f"the guest gave no result (QEMU exit status {proc.returncode}"
-                             f"{'' if status is None else f', worker exit status {status}'})"
-                             f"{': ' + detail if detail else ''}")
+                WarningCode.EMULATED_VM, f"emulated (TCG): not comparable with native runs ({self.plan.accel_reason})"))
         return outcome
+
+    def pause(self) -> None:
+        if self.qmp is not None and self.alive and not self.paused:
+            self.qmp.stop()
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.qmp is not None and self.paused:
+            self.qmp.cont()
+            self.paused = False
 
 
 class MicroVM(VirtualMachine):
@@ -723,18 +815,3 @@ class MicroVM(VirtualMachine):
         if scenario.processor is Processor.GPU:
             return "micro-VMs have no PCI bus to pass a GPU through (as Firecracker): use .../CPU"
         return None
-
-
-def kvm_situation() -> tuple[bool, str]:
-    """(KVM usable, one line) from /dev/kvm and the cached boot-probe verdict; boots nothing."""
-    problem = kvm_device_problem()
-    if problem:
-        return False, f"{problem}: VMs use TCG emulation (functional only, not comparable)"
-    assets = cached_assets()
-    verdict = cached_kvm_verdict(assets) if assets else None
-    if verdict is None:
-        return True, ("/dev/kvm present; whether guests boot under it is not probed yet (the first "
-                      "VM run with --accel auto probes it, ~25 s at most)")
-    if verdict.usable:
-        return True, verdict.detail
-    return False, f"{verdict.detail}: TCG emulation is used"

@@ -1,6 +1,7 @@
 """Container in a VM (VMCN): the ``VM`` guest, and inside it the worker in the same OCI
-container as CN (``platforms/container.py`` + ``oci.py``), started by the host's runc (or
-crun), which the guest sees over its 9p root.
+container as CN (``platforms/container/``), started by the host's runc (or crun), which the
+guest sees over its 9p root. The worker in the container serves rounds over the same files
+channel as VM's (the share is bind-mounted into the container at its own path).
 
 ``VMCN/N/PIN``: N vCPUs pinned to N host cores (as VM/N/PIN) and the container pinned
 inside the guest to the guest's N CPUs (cpuset ``0-(N-1)``). ``VMCN/N/VNL``: QEMU under a
@@ -21,16 +22,15 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
-from ..scenario import CpuMode, Scenario
 from ..host import HostFacts
+from ..scenario import CpuMode, Scenario
 from ..worker.job import WorkerJob
 from .base import PlatformError
 from .container import Container
+from .container.launchers import RUNTIMES
+from .container.oci import cpu_resources, write_bundle
 from .cpu import CpuLimits
-from .oci import cpu_resources, write_bundle
 from .vm import GuestPlan, VirtualMachine
-
-RUNTIMES = ("runc", "crun")
 GUEST_RUNTIME_STATE = "/run/deploybench-runtime"
 
 
@@ -62,14 +62,14 @@ class ContainerInVM(VirtualMachine):
             reason = f"{self.runtime} is not installed (apt-get install {self.runtime}): the guest runs the host's"
         return reason
 
-    def guest_command(self, scenario: Scenario, job: WorkerJob, job_path: Path,
+    def guest_command(self, scenario: Scenario, prototype: WorkerJob, share: Path,
                       plan: GuestPlan) -> tuple[list[str], str]:
         runtime = shutil.which(self.runtime)
         if runtime is None:
             raise PlatformError(f"{self.runtime} is not installed on the host (the guest runs the host's)")
-        spec = Container(dataclasses.replace(self.options, engine=None, runtime=self.runtime)).spec_for(scenario, job)
         limits = guest_limits(scenario.cores, scenario.cpu_mode is CpuMode.PIN)
-        share = job_path.parent
+        container = Container(dataclasses.replace(self.options, engine=None, runtime=self.runtime))
+        spec = container.spec_for(scenario, prototype, share, channel="files", limits=limits)
         bundle = write_bundle(spec.container_id, dict(
             args=spec.args, env=spec.env, cwd=spec.cwd, hostname=spec.container_id, limits=limits,
             cgroups_path=f"/{spec.container_id}", mems="0"), spec.mounts, parent=share)

@@ -41,6 +41,9 @@ class Analysis:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     metadata: list[tuple[str, str]] = field(default_factory=list)
+    #: another machine's results shown beside these (``report --reference DIR``), never pooled
+    reference: Any = None  # reference.ReferenceSet | None
+    reference_lines: list[Any] = field(default_factory=list)  # reference.ReferenceLine
 
     @property
     def ok_runs(self) -> int:
@@ -51,11 +54,18 @@ class Analysis:
         return sum(1 for r in self.records if r.status == "warmup")
 
 
-def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints()) -> Analysis:
+def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints(),
+            reference: Any = None) -> Analysis:
     records = list(records)
     cells = build_cells(records)
     ovh = overheads(cells)
-    return Analysis(
+    if reference is not None:
+        from ..reference import beside_own
+
+        lines = beside_own(reference, records)
+    else:
+        lines = []
+    return Analysis(reference=reference, reference_lines=lines,
         records=records, cells=cells, constraints=constraints,
         overheads=[o for o in ovh if not o.cell.emulated],
         emulated_overheads=[o for o in ovh if o.cell.emulated],
@@ -103,6 +113,10 @@ def _metadata(records: Sequence[RunRecord]) -> list[tuple[str, str]]:
               ("numpy", lambda r: r.metadata.get("numpy_version")),
               ("git revision", lambda r: r.host.get("git_revision")),
               ("accelerator", lambda r: r.platform.get("accel", "native")),
+              ("GPU", lambda r: (r.environment.get("gpu") or {}).get("name")),
+              ("GPU driver", lambda r: (r.environment.get("gpu") or {}).get("driver_version")),
+              ("CUDA (driver / torch)", lambda r: "{} / {}".format(g.get("driver_cuda_version"), g.get("torch_cuda_version"))
+               if (g := r.environment.get("gpu")) else None),
               ("platforms", lambda r: r.scenario.platform.value), ("apps", lambda r: r.scenario.app))
     out = []
     for name, get in fields:
@@ -272,8 +286,8 @@ def render_html(a: Analysis, title: str = "deploybench report") -> str:
 
 
 def write_report(records: Sequence[RunRecord], out: Path,
-                 constraints: Constraints = Constraints()) -> Analysis:
-    analysis = analyze(records, constraints)
+                 constraints: Constraints = Constraints(), reference: Any = None) -> Analysis:
+    analysis = analyze(records, constraints, reference)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -177,8 +177,12 @@ class LoadgenDriver:
         number = self._batches
         self._batches = number + 1
         append = self.log.rows.append
+        end = t_post
         for (_, index, issued), p in zip(batch, pre):
-            append((index, p, inf_share, post_share, number, start - issued, done))
+            # queue: all of the request's latency that is not its own work (waiting to be
+            # taken, and for the rest of its batch), so queue + phases = issue to completion
+            append((index, p, inf_share, post_share, number, (end - issued) - (p + inf_share + post_share),
+                    done))
         lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i, _, _ in batch])
 
     def warm_up(self, batches: int) -> None:

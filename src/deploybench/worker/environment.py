@@ -90,29 +90,66 @@ def cgroup_limits() -> dict[str, Any]:
     return {"cpu_quota_cores": quota_cores, "cpu_quota_source": source, "cpuset": cpuset}
 
 
-def scheduler_counters() -> dict[str, int]:
-    """Migrations and context switches summed over this process's threads."""
-    migrations = 0
+def _task_stats() -> tuple[int, int, bool]:
+    """(migrations, block-I/O delay in clock ticks) summed over this process's threads, and
+    whether migrations could be read."""
+    migrations = blkio_ticks = 0
     seen = False
     for task in Path("/proc/self/task").iterdir():
         text = _read(task / "sched")
-        if not text:
-            continue
-        for line in text.splitlines():
-            if line.startswith("se.nr_migrations"):
-                migrations += int(line.split(":")[1])
-                seen = True
+        if text:
+            for line in text.splitlines():
+                if line.startswith("se.nr_migrations"):
+                    migrations += int(line.split(":")[1])
+                    seen = True
+        stat = _read(task / "stat")
+        if stat:
+            fields = stat.rsplit(")", 1)[-1].split()
+            if len(fields) > 39:  # field 42 of stat: delayacct_blkio_ticks
+                blkio_ticks += int(fields[39])
+    return migrations, blkio_ticks, seen
+
+
+def _proc_io() -> dict[str, int]:
+    """/proc/self/io: read_bytes are the bytes this process made the storage layer fetch
+    (page-cache hits do not count), rchar what it read through read() and friends."""
+    out: dict[str, int] = {}
+    for line in (_read(Path("/proc/self/io")) or "").splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().isdigit():
+            out[key.strip()] = int(value)
+    return out
+
+
+def round_counters() -> dict[str, Any]:
+    """Counters read just before and just after a round's timed requests."""
+    migrations, blkio_ticks, seen = _task_stats()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out = {
-        "voluntary_ctx_switches": usage.ru_nvcsw,
-        "involuntary_ctx_switches": usage.ru_nivcsw,
+    return {"migrations": migrations if seen else None, "blkio_ticks": blkio_ticks,
+            "voluntary": usage.ru_nvcsw, "involuntary": usage.ru_nivcsw,
+            "user_s": usage.ru_utime, "system_s": usage.ru_stime, "max_rss_kb": usage.ru_maxrss,
+            "io": _proc_io(), "delayacct": _read(Path("/proc/sys/kernel/task_delayacct")) == "1"}
+
+
+def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the round's timed requests did: context switches, migrations, CPU time, and the
+    I/O evidence host conditions are checked with (bytes fetched from storage, time blocked
+    on block I/O when the kernel's delay accounting is on)."""
+    io_b, io_a = before["io"], after["io"]
+    out: dict[str, Any] = {
+        "voluntary_ctx_switches": after["voluntary"] - before["voluntary"],
+        "involuntary_ctx_switches": after["involuntary"] - before["involuntary"],
+        "user_cpu_s": round(after["user_s"] - before["user_s"], 6),
+        "system_cpu_s": round(after["system_s"] - before["system_s"], 6),
+        "max_rss_kb": after["max_rss_kb"],
         "threads": len(os.listdir("/proc/self/task")),
-        "user_cpu_s": usage.ru_utime,
-        "system_cpu_s": usage.ru_stime,
-        "max_rss_kb": usage.ru_maxrss,
+        "io_read_bytes": io_a.get("read_bytes", 0) - io_b.get("read_bytes", 0) if io_a else None,
+        "io_rchar": io_a.get("rchar", 0) - io_b.get("rchar", 0) if io_a else None,
+        "io_wait_ms": (round((after["blkio_ticks"] - before["blkio_ticks"]) * 1000
+                             / os.sysconf("SC_CLK_TCK"), 3) if after["delayacct"] else None),
     }
-    if seen:
-        out["nr_migrations"] = migrations
+    if after["migrations"] is not None and before["migrations"] is not None:
+        out["nr_migrations"] = after["migrations"] - before["migrations"]
     return out
 
 

@@ -39,7 +39,8 @@ class WorkerJob:
     run_id: str = ""
     git_revision: str = ""
     log_dir: str = ""  # LoadGen logs; default: next to the result
-    #: test hook: seconds to sleep before loading (simulates a hung guest/worker)
+    #: test hook: seconds to sleep before loading (a prototype job: a hung launch) or before
+    #: the round (a round's job: a hung round)
     debug_hang_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -73,7 +74,8 @@ class WorkerResult:
 
     ``samples`` holds raw per-sample columns (lists of equal length): ``sample_index``,
     ``preprocess_ns``, ``infer_ns`` (the sample's share of its batch), ``postprocess_ns``,
-    ``batch`` (batch number), ``queue_ns`` (issue to start of processing) and ``done_ns``
+    ``batch`` (batch number), ``queue_ns`` (the rest of the request's latency: issue to start,
+    and waiting for the other requests of its batch) and ``done_ns``
     (completion, relative to the start of the test).
     """
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..scenario import format_cpu_list
-from .cpu import CpuLimits
+from ...scenario import format_cpu_list
+from ..cpu import CpuLimits
 
 OCI_VERSION = "1.0.2"
 #: host directories every container sees (read-only); /bin, /lib... are links on merged-/usr
@@ -40,6 +40,9 @@ MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/pro
                 "/proc/scsi")
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 NAMESPACES = ("pid", "mount", "ipc", "uts", "network", "cgroup")
+#: mount points the container makes itself: never bind-mounted over from the host (e.g. a
+#: script's own folder /tmp on sys.path)
+OWN_MOUNTS = ("/", "/proc", "/dev", "/sys", "/tmp")
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def plan_mounts(read_only: Iterable[str], writable: str,
     candidates = sorted({_real(d) for d in read_only} | set(system), key=lambda p: (p.count("/"), p))
     kept: list[str] = []
     for path in candidates:
-        if path == "/" or path == writable or any(_inside(path, k) for k in kept):
+        if path in OWN_MOUNTS or path == writable or any(_inside(path, k) for k in kept):
             continue
         kept.append(path)
     mounts = [BindMount(p, p, True) for p in kept if p != writable]
@@ -194,10 +197,11 @@ def host_mems() -> str:
 
 def oci_config(*, args: Sequence[str], env: dict[str, str], cwd: str, hostname: str,
                mounts: Sequence[BindMount], limits: CpuLimits, cgroups_path: str,
-               mems: str = "0", rootfs: str = "rootfs") -> dict[str, Any]:
-    """The container's ``config.json`` (OCI runtime spec 1.0)."""
+               mems: str = "0", rootfs: str = "rootfs", gpu: Any = None) -> dict[str, Any]:
+    """The container's ``config.json`` (OCI runtime spec 1.0). ``gpu``: a
+    :class:`platforms.gpu.GpuPassthrough` whose device nodes the container gets (CN/N/MODE/GPU)."""
     no_caps: list[str] = []
-    return {
+    config = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
@@ -243,6 +247,11 @@ def oci_config(*, args: Sequence[str], env: dict[str, str], cwd: str, hostname: 
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if gpu is not None:
+        from ..gpu import add_to_oci_config
+
+        add_to_oci_config(config, gpu)
+    return config
 
 
 @dataclass
