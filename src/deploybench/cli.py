@@ -188,6 +188,12 @@ AppOption = Annotated[Optional[str], typer.Option(
     "--app", help="the app: ic, sr, nlp, rs, or module:Class for your own (on PYTHONPATH); "
                   "run: default ic; sweep: only this app of the study")]
 
+MarginOption = Annotated[float, typer.Option(
+    "--margin", min=0.1, max=50.0, help="equivalence margin in %: within ±margin is 'equivalent'")]
+ConfidenceOption = Annotated[float, typer.Option(
+    "--confidence", min=0.5, max=0.999, help="confidence of every decision (1 - alpha)")]
+
+
 #: options of `run` that `sweep` does not take, and why (a unit test keeps this table true)
 RUN_ONLY_OPTIONS: dict[str, str] = {
     "--model-size": "a study lists its model_sizes (per app)",
@@ -277,27 +283,38 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def print_table(summaries: list[Any]) -> None:
+    """The rows of `show`; columns are added for whatever tells two alike rows apart
+    (requests, LoadGen scenario, batch size, inference-only, data set, host, accelerator)."""
     from rich.console import Console
     from rich.table import Table
 
+    from .findings import distinguishing_columns
+
+    extra = distinguishing_columns(summaries)
+    titles = {"requests": "req", "loadgen_scenario": "loadgen", "batch_size": "batch",
+              "inference_only": "infer-only", "data_set": "data set", "host": "host", "accel": "accel"}
     table = Table(title="E2E inference time per request (ms)", show_lines=False)
-    for column in ("scenario", "app", "size", "backend", "runs", "E2E mean ± 95% CI", "p50", "p90", "p99",
-                   "pre", "infer", "post", "req/s", "cpus", "warnings"):
-        table.add_column(column, justify="right" if column not in ("scenario", "app", "backend", "warnings") else "left")
+    columns = ["scenario", "app", "size", "backend", *[titles[e] for e in extra], "rounds", "E2E mean ± 95% CI",
+               "p50", "p90", "p99", "pre", "infer", "post", "req/s", "cpus", "warnings"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("scenario", "app", "backend", "warnings",
+                                                               "loadgen", "data set", "host") else "right")
     for s in summaries:
         ci = "" if s.e2e_ci95_ms is None or math.isnan(s.e2e_ci95_ms) else f" ± {s.e2e_ci95_ms:.2f}"
-        basis = "" if s.ci_basis == "runs" else "*"
+        basis = "" if s.ci_basis == "launches" else "*"
         name = s.scenario + (f" {s.conditions}" if s.conditions else "")
         if s.accel not in ("native", "kvm"):
             name += f" ({s.accel.upper()})"  # emulated: never to be read as a native figure
-        table.add_row(name, s.app, s.model_size, s.backend, str(s.runs), f"{s.e2e_mean_ms:.2f}{ci}{basis}",
+        table.add_row(name, s.app, s.model_size, s.backend, *[str(getattr(s, e)) for e in extra],
+                      f"{s.runs} in {s.launches}", f"{s.e2e_mean_ms:.2f}{ci}{basis}",
                       _fmt(s.p50_ms), _fmt(s.p90_ms), _fmt(s.p99_ms), _fmt(s.pre_ms), _fmt(s.infer_ms),
                       _fmt(s.post_ms), _fmt(s.samples_per_s, 1),
                       ",".join(map(str, s.affinity_cpus)), " ".join(s.warnings))
     console = Console(width=max(150, Console().width))
     console.print(table)
-    if any(s.ci_basis != "runs" for s in summaries):
-        console.print("* single run: CI over its requests, not over independent runs (use --repeat)")
+    if any(s.ci_basis != "launches" for s in summaries):
+        console.print("* within one launch: CI over its rounds (or one round's requests), not over "
+                      "independent launches (use --launches 3 or more)")
 
 
 def _validate(names: list[str], workload: dict[str, Any], options: Any) -> list[Any]:
@@ -704,6 +721,8 @@ def report(
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", help="a reference set (a folder, see reference/README.md) to show beside "
                             "your results")] = None,
+    margin: MarginOption = 5.0,
+    confidence: ConfidenceOption = 0.95,
 ) -> None:
     """Write a self-contained HTML report: findings, figures, best practices, recommendation."""
     from .recommend import Constraints
@@ -716,7 +735,8 @@ def report(
                               slo_percentile=slo_percentile,
                               platforms=Constraints.parse_platforms(platforms))
     records = _only_app(Store(db, readonly=True).runs(), app_name, db)
-    analysis = write_report(records, output, constraints, reference=ref)
+    analysis = write_report(records, output, constraints, reference=ref, margin=margin / 100,
+                            alpha=1 - confidence)
     if ref is not None:
         typer.echo(f"reference: {len(ref.rows)} scenarios from {ref.info.label}")
     for rec in analysis.recommendations:
@@ -735,23 +755,89 @@ def compare(
     app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
     inference_only: Annotated[bool, typer.Option("--inference-only",
                                                  help="compare the --inference-only runs")] = False,
+    margin: MarginOption = 5.0,
+    confidence: ConfidenceOption = 0.95,
+    as_json: Annotated[bool, typer.Option("--json", help="a list of JSON objects, one per workload "
+                                          "and host")] = False,
 ) -> None:
-    """A against B: the difference of mean E2E, its 95% CI and Welch's significance test."""
-    from .findings import build_cells
+    """A against B: the ratio of mean E2E paired over the blocks both ran in, its CI over
+    launch pairs, and the verdict: faster, slower, equivalent (within the margin) or undecided."""
+    from .findings import Judge, build_cells
     from .recommend import compare_scenarios
     from .store import Store
 
     cells = build_cells(_only_app(Store(db, readonly=True).runs(), app_name, db))
-    for comp in compare_scenarios(cells, scenario_a, scenario_b, app=app_name, inference_only=inference_only):
-        a, b, d = comp.cell, comp.baseline, comp.diff
-        verdict = ("not significantly different" if not d.significant else
-                   f"{a.name} is faster" if d.diff < 0 else f"{b.name} is faster")
+    judge = Judge(margin / 100, 1 - confidence)
+    compare_scenarios(cells, scenario_a, scenario_b, judge, app=app_name, inference_only=inference_only)
+    judge.decide()  # one claim per workload and host: decided together (Holm)
+    comparisons = compare_scenarios(cells, scenario_a, scenario_b, judge, app=app_name,
+                                    inference_only=inference_only)
+    if as_json:
+        rows = []
+        for comp in comparisons:
+            r = comp.result
+            rows.append({"a": comp.cell.display, "b": comp.baseline.display, "app": comp.cell.app,
+                         "workload": comp.cell.workload_label, "host": comp.cell.host,
+                         "verdict": r.verdict.value, "ratio": r.ratio, "ci": list(r.ci), "margin": r.margin,
+                         "confidence": 1 - r.alpha, "p_value": r.p_value, "tost_p_value": r.tost_p_value,
+                         "launch_pairs": r.launch_pairs, "blocks": r.blocks, "basis": r.basis,
+                         "mean_a_ms": comp.cell.summary.e2e_mean_ms, "mean_b_ms": comp.baseline.summary.e2e_mean_ms,
+                         "text": comp.text, "sentence": comp.sentence(len(comparisons))})
+        typer.echo(json.dumps(rows, indent=1, default=lambda v: None))
+        return
+    for comp in comparisons:
+        a, b = comp.cell, comp.baseline
         typer.echo(f"{a.display} vs {b.display} · {a.workload_label}"
                    + (f" · host {a.host}" if a.host else ""))
         typer.echo(f"  {a.name}: {a.summary.e2e_mean_ms:.2f} ± {_fmt(a.summary.e2e_ci95_ms)} ms "
-                   f"({a.summary.runs} runs)   {b.name}: {b.summary.e2e_mean_ms:.2f} ± "
-                   f"{_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} runs)")
-        typer.echo(f"  difference {d.diff:+.2f} ms = {comp.text}: {verdict}")
+                   f"({a.summary.runs} rounds in {a.summary.launches} launches)   {b.name}: "
+                   f"{b.summary.e2e_mean_ms:.2f} ± {_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} "
+                   f"rounds in {b.summary.launches} launches)")
+        typer.echo(f"  {a.name} / {b.name} = {comp.text}")
+        typer.echo(f"  -> {comp.sentence(len(comparisons))}")
+
+
+@app.command()
+@friendly
+def recommend(
+    db: DbOption = Path("deploybench.db"),
+    app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
+    max_cores: Annotated[Optional[int], typer.Option(
+        "--max-cores", min=1, help="only scenarios with at most this many cores")] = None,
+    latency_slo_ms: Annotated[Optional[float], typer.Option(
+        "--latency-slo-ms", callback=_positive,
+        help="only scenarios whose tail latency (queue included under Server) meets this SLO")] = None,
+    slo_percentile: Annotated[int, typer.Option("--slo-percentile", help="the SLO's percentile: 90 or 99")] = 90,
+    platforms: Annotated[Optional[str], typer.Option(
+        "--platforms", help="only these platforms, e.g. BM,CN")] = None,
+    margin: MarginOption = 5.0,
+    confidence: ConfidenceOption = 0.95,
+    as_json: Annotated[bool, typer.Option("--json", help="the decision as JSON")] = False,
+) -> None:
+    """The deployment to pick for each workload: every other is slower or within the margin of
+    it (decided), or which pairs are still undecided; ties broken by footprint."""
+    from .findings import build_cells
+    from .recommend import Constraints, recommend as recommend_cells
+    from .store import Store
+
+    constraints = Constraints(max_cores=max_cores, latency_slo_ms=latency_slo_ms,
+                              slo_percentile=slo_percentile,
+                              platforms=Constraints.parse_platforms(platforms))
+    cells = build_cells(_only_app(Store(db, readonly=True).runs(), app_name, db))
+    recs = recommend_cells(cells, constraints, margin=margin / 100, alpha=1 - confidence)
+    if not recs:
+        raise CliError(f"no successful E2E runs in {db}" + (f" for app {app_name}" if app_name else "")
+                       + ": nothing to recommend (run `deploybench run ...` or a study first)")
+    if as_json:
+        typer.echo(json.dumps({
+            "app": app_name, "constraints": constraints.describe(), "margin": margin / 100,
+            "confidence": confidence, "decided": all(r.decided for r in recs),
+            "best": [r.to_json()["recommended"] for r in recs],
+            "undecided_pairs": [p for r in recs for p in r.to_json()["undecided_pairs"]],
+            "recommendations": [r.to_json() for r in recs]}, indent=1, default=lambda v: None))
+        return
+    for r in recs:
+        typer.echo(f"{r.workload}{f' on {r.host}' if len({x.host for x in recs}) > 1 else ''}: {r.text}")
 
 
 @app.command()

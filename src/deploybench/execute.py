@@ -65,6 +65,16 @@ class Contender:
     def key(self) -> str:
         return self.scenario.key
 
+    def data_set(self) -> dict[str, Any]:
+        """The data set's identity (file count and seed, from its manifest): part of a row's."""
+        import json
+
+        try:
+            manifest = json.loads((Path(self.data_dir) / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return {"path": str(self.data_dir)}
+        return {"count": manifest.get("count"), "seed": manifest.get("seed"), "path": str(self.data_dir)}
+
 
 @dataclass(frozen=True)
 class BlockSet:
@@ -185,7 +195,20 @@ def make_record(contender: Contender, outcome: RunOutcome, *, slot: Slot, study:
         if result.status == "ok":
             record.samples = result.samples
     record.warnings += host_warnings(scenario, outcome) + list(extra_warnings)
+    if result is not None and result.status == "ok":
+        record.warnings += conditions.evidence_warnings(scenario, result.environment, facts)
+        validity = str(result.loadgen.get("validity", "")).upper()
+        if validity == "INVALID":
+            record.warnings.append(warning(
+                WarningCode.LOADGEN_INVALID,
+                f"LoadGen judged the run INVALID: {loadgen_reason(result.loadgen) or 'see its log'}"))
     return record
+
+
+def loadgen_reason(loadgen: dict[str, Any]) -> str:
+    """LoadGen's own words on why a run is INVALID (from its detail log)."""
+    return str(loadgen.get("invalid_reason") or "").strip() or "; ".join(
+        str(e) for e in loadgen.get("errors", []) if e and "Max query count reached" not in str(e))
 
 
 class _Round:
@@ -201,6 +224,7 @@ class _Round:
 
         scenario = contender.scenario
         host = run_metadata()
+        host["data_set"] = contender.data_set()
         job = build_job(scenario, data_dir=contender.data_dir, settings=contender.settings)
         extra: list[dict[str, str]] = []
         started = time.time()
@@ -245,7 +269,7 @@ def _launch_failure(contender: Contender, exc: BaseException, *, study: str | No
                              console_tail=traceback.format_exc()[-4000:])
     slot = Slot(epoch, None, None, None, warmup_index=-1)
     record = make_record(contender, outcome, slot=slot, study=None, started=started,
-                         finished=time.time(), host=run_metadata())
+                         finished=time.time(), host={**run_metadata(), "data_set": contender.data_set()})
     record.study = study
     return record
 

@@ -1,5 +1,27 @@
-"""From stored runs to answers: per-scenario summaries (the `show` table) and, built on
-them, overheads, best practices and recommendations."""
+"""From stored runs to answers: the rows of `show` (one per row identity) and, built on them,
+overheads, scale-up, pinning, CHR, GPU speedups and causes, each a decided comparison.
+
+DESIGN
+- **Row identity** (pyperf's "runs whose key metadata differ are never pooled"): one row, one
+  comparison cell, one figure bar is one scenario (``Scenario.key``: deployment, app, model
+  size, backend, requests, LoadGen scenario, batch size, inference-only, host conditions) on
+  one host (its name; its hardware/software fingerprint is reported with it), under one
+  accelerator (native, kvm, tcg), on one data set (file count and seed). ``row_key`` is that
+  identity and everything here, in ``show``, the report and the store's readers uses it.
+- **A row's CI is hierarchical** (``stats.scenario_ci``): over launch means when there are >= 2
+  launches, else over the rounds of its one launch, else over one round's requests; the
+  basis is reported. A run stored before launches existed counts as a launch of its own.
+- **Comparisons are paired** (``stats.compare_rounds``): two cells are compared over the blocks
+  in which both were measured (one round each, in random order), launch pairs being the
+  unit; the verdict is faster, slower, equivalent (within the margin) or undecided. Cells
+  never measured in the same blocks are undecided ("not measured together"): an unpaired
+  comparison across minutes of host drift is what this tool no longer claims.
+- **All claims of one report are one family** (Holm): ``Judge`` records every comparison a
+  report makes, then decides them together; a second pass gives every finding the
+  family's verdicts.
+- Emulated (TCG) guests are compared like any other platform but flagged and kept out of
+  recommendations, best practices and the main figures.
+"""
 from __future__ import annotations
 
 import math
@@ -8,16 +30,62 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .scenario import CpuMode, PlatformName, Processor, Scenario
-from .stats import (Difference, bootstrap_percentile_ci, coefficient_of_variation, mad_outliers,
-                    mean_ci, percentiles, request_e2e_ms, welch_difference)
-from .store import FAILED_STATUSES, RunRecord, group_by_scenario
+from . import stats
+from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Scenario, Storage
+from .store import FAILED_STATUSES, RunRecord
 from .warnings import WarningCode
 
+BASELINE = PlatformName.BM.value
+EMULATED_ACCELS = ("tcg",)
 
+
+# -- row identity ---------------------------------------------------------------------------
+def host_of(record: RunRecord) -> str:
+    return str(record.host.get("host", "?"))
+
+
+def accel_of(record: RunRecord) -> str:
+    return str(record.platform.get("accel", "native"))
+
+
+def data_set_of(record: RunRecord) -> str:
+    """``16 files, seed 0`` (empty for runs stored before data sets were recorded)."""
+    ds = record.host.get("data_set") or {}
+    if not ds:
+        return ""
+    return f"{ds.get('count')} files, seed {ds.get('seed')}"
+
+
+def fingerprint_of(record: RunRecord) -> str:
+    from .host import host_fingerprint
+
+    return record.host.get("fingerprint") or host_fingerprint(record.host)
+
+
+def row_key(record: RunRecord) -> tuple[str, str, str, str]:
+    """What may be pooled: scenario, host, accelerator, data set (see the DESIGN note)."""
+    return (record.scenario.key, host_of(record), accel_of(record), data_set_of(record))
+
+
+def launch_of(record: RunRecord) -> str:
+    return record.launch_id or record.run_id
+
+
+def group_rows(records: Sequence[RunRecord]) -> dict[tuple[str, str, str, str], list[RunRecord]]:
+    groups: dict[tuple[str, str, str, str], list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(row_key(record), []).append(record)
+    return groups
+
+
+def _ok(group: Sequence[RunRecord]) -> list[RunRecord]:
+    return [r for r in group if r.status == "ok" and r.samples.get("preprocess_ns")]
+
+
+# -- rows -------------------------------------------------------------------------------------
 @dataclass
 class ScenarioSummary:
-    """One (scenario, host, accelerator) group of successful runs."""
+    """One row: a row identity's successful rounds."""
 
     scenario: str  # the paper's name, e.g. BM/2/PIN/CPU
     app: str
@@ -25,18 +93,20 @@ class ScenarioSummary:
     scenario_key: str
     host: str
     accel: str
-    runs: int
+    runs: int  # measured rounds (stored runs)
+    launches: int
     failed_runs: int
     samples: int
     e2e_mean_ms: float
     e2e_ci95_ms: float  # half-width
-    ci_basis: str  # "runs" (t over run means) or "samples" (single run)
+    ci_basis: str  # "launches" | "rounds" (one launch) | "requests" (one round)
     p50_ms: float
     p90_ms: float
     p99_ms: float
     pre_ms: float
     infer_ms: float
     post_ms: float
+    queue_ms: float  # in E2E under the Server scenario only
     samples_per_s: float
     cv_runs: float
     affinity_cpus: list[int]
@@ -50,14 +120,26 @@ class ScenarioSummary:
     cpu_mode: str = ""
     processor: str = ""
     conditions: str = ""  # host conditions that differ from idle/warm/native, e.g. "busy,cold"
+    requests: int = 0
+    loadgen_scenario: str = "Offline"
+    batch_size: int = 1
+    inference_only: bool = False
+    data_set: str = ""
+    data_count: int | None = None
+    data_seed: int | None = None
+    fingerprint: str = ""
+    between_launch_sd_rel: float = math.nan
+    within_launch_sd_rel: float = math.nan
+    #: LoadGen's own verdict and tail over the rounds: all VALID?, its p99 (mean over rounds)
+    loadgen_valid: bool | None = None
+    loadgen_p99_ms: float | None = None
+    loadgen_reason: str = ""
     #: runs whose mean is a MAD outlier among the runs (reported, still averaged)
     outlier_runs: list[dict[str, Any]] = field(default_factory=list)
     #: bootstrap 95% CIs (low, high) of the pooled per-request percentiles
     p50_ci_ms: list[float] = field(default_factory=list)
     p90_ci_ms: list[float] = field(default_factory=list)
     p99_ci_ms: list[float] = field(default_factory=list)
-    #: the wait in LoadGen's queue, part of E2E under Server (0 for the other scenarios)
-    queue_ms: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -74,41 +156,56 @@ def _finite_mean(values: Sequence[float]) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def _loadgen_verdict(ok: Sequence[RunRecord]) -> tuple[bool | None, float | None, str]:
+    """(all rounds VALID?, mean of LoadGen's own p99 in ms, LoadGen's reason when INVALID)."""
+    validity = [str(r.loadgen.get("validity", "")).upper() for r in ok if r.loadgen.get("validity")]
+    p99 = [float(r.loadgen["99.00_percentile_latency_ns"]) / 1e6 for r in ok
+           if r.loadgen.get("99.00_percentile_latency_ns") is not None]
+    from .execute import loadgen_reason
+
+    reasons = [loadgen_reason(r.loadgen) for r in ok if str(r.loadgen.get("validity", "")).upper() == "INVALID"]
+    valid = None if not validity else all(v == "VALID" for v in validity)
+    return valid, (float(np.mean(p99)) if p99 else None), next((x for x in reasons if x), "")
+
+
 def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[ScenarioSummary]:
-    """One summary per scenario group, sorted by app then name. Failed runs are counted,
+    """One row per row identity, sorted by app then deployment. Failed runs are counted,
     not averaged; warm-up (status ``warmup``) and interrupted runs are neither."""
     out: list[ScenarioSummary] = []
-    for (key, host, accel), group in group_by_scenario(records).items():
-        ok = [r for r in group if r.status == "ok" and r.samples.get("preprocess_ns")]
+    for (key, host, accel, data_set), group in group_rows(records).items():
+        ok = _ok(group)
         failed = sum(1 for r in group if r.status in FAILED_STATUSES)
-        scenario = group[0].scenario
         if not ok:
             continue
+        scenario = ok[0].scenario
+        loadgen = scenario.loadgen_scenario.value
         run_summaries = [r.summary for r in ok]
         run_means = [s["e2e_mean_ms"] for s in run_summaries]
-        pooled = np.concatenate([request_e2e_ms(r.samples, r.scenario.loadgen_scenario.value)
-                                 for r in ok])
-        if len(ok) >= 2:
-            ci, basis = mean_ci(run_means), "runs"
-        else:
-            ci, basis = mean_ci(pooled), "samples"
-        pct = percentiles(pooled)
+        pooled = np.concatenate([stats.request_e2e_ms(r.samples, loadgen) for r in ok])
+        rounds = [stats.Round(key, launch_of(r), m, r.block_id) for r, m in zip(ok, run_means)]
+        ci = stats.scenario_ci(rounds, pooled.tolist())
+        pct = stats.percentiles(pooled)
         codes = sorted({w["code"] for r in ok for w in r.warnings})
-        cv = coefficient_of_variation(run_means)
+        cv = stats.coefficient_of_variation(run_means)
         if len(ok) >= 3 and cv > high_cv:
             codes = sorted(set(codes) | {WarningCode.HIGH_VARIANCE.value})
         outliers = [{"run_id": ok[i].run_id, "repetition": ok[i].repetition,
-                     "e2e_mean_ms": run_means[i]} for i in mad_outliers(run_means)]
-        pct_ci = {q: list(bootstrap_percentile_ci(pooled, q, resamples=500)) for q in (50, 90, 99)}
-        latencies = [r.platform.get("start_latency_s") for r in ok if r.platform.get("start_latency_s") is not None]
+                     "e2e_mean_ms": run_means[i]} for i in stats.mad_outliers(run_means)]
+        pct_ci = {q: list(stats.bootstrap_percentile_ci(pooled, q, resamples=500)) for q in (50, 90, 99)}
+        # one start latency per launch (every round of a launch carries its launch's)
+        latencies = list({launch_of(r): r.platform["start_latency_s"] for r in ok
+                          if r.platform.get("start_latency_s") is not None}.values())
+        valid, lg_p99, reason = _loadgen_verdict(ok)
+        ds = ok[0].host.get("data_set") or {}
         out.append(ScenarioSummary(
             scenario=scenario.name, app=scenario.app, label=scenario.label, scenario_key=key,
-            host=host, accel=accel, runs=len(ok), failed_runs=failed, samples=int(pooled.size),
-            e2e_mean_ms=ci.mean, e2e_ci95_ms=ci.half_width, ci_basis=basis,
-            p50_ms=pct[50], p90_ms=pct[90], p99_ms=pct[99],
+            host=host, accel=accel, runs=len(ok), launches=ci.launches, failed_runs=failed,
+            samples=int(pooled.size), e2e_mean_ms=ci.mean_ms, e2e_ci95_ms=ci.half_width_ms,
+            ci_basis=ci.basis, p50_ms=pct[50], p90_ms=pct[90], p99_ms=pct[99],
             pre_ms=_finite_mean([s["pre_ms"] for s in run_summaries]),
             infer_ms=_finite_mean([s["infer_ms"] for s in run_summaries]),
             post_ms=_finite_mean([s["post_ms"] for s in run_summaries]),
+            queue_ms=_finite_mean([s.get("queue_ms", 0.0) for s in run_summaries]),
             samples_per_s=_finite_mean([s.get("samples_per_s", math.nan) for s in run_summaries]),
             cv_runs=cv,
             affinity_cpus=list(ok[-1].environment.get("affinity") or []),
@@ -116,61 +213,55 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
             warnings=codes, run_means_ms=run_means,
             model_size=scenario.model_size, backend=scenario.backend, cores=scenario.cores,
             platform=scenario.platform.value, cpu_mode=scenario.cpu_mode.value,
-            processor=scenario.processor.value,
-            conditions=",".join(scenario.conditions), outlier_runs=outliers,
-            p50_ci_ms=pct_ci[50], p90_ci_ms=pct_ci[90], p99_ci_ms=pct_ci[99],
-            queue_ms=_finite_mean([s.get("queue_ms", 0.0) for s in run_summaries]),
+            processor=scenario.processor.value, conditions=",".join(scenario.conditions),
+            requests=scenario.requests, loadgen_scenario=loadgen, batch_size=scenario.batch_size,
+            inference_only=scenario.inference_only, data_set=data_set,
+            data_count=ds.get("count"), data_seed=ds.get("seed"), fingerprint=fingerprint_of(ok[0]),
+            between_launch_sd_rel=ci.between_launch_sd_rel, within_launch_sd_rel=ci.within_launch_sd_rel,
+            loadgen_valid=valid, loadgen_p99_ms=lg_p99, loadgen_reason=reason,
+            outlier_runs=outliers, p50_ci_ms=pct_ci[50], p90_ci_ms=pct_ci[90], p99_ci_ms=pct_ci[99],
         ))
-    out.sort(key=lambda s: (s.app, s.model_size, s.platform, s.cores, s.cpu_mode, s.processor,
-                            s.conditions, s.label))
+    out.sort(key=lambda s: (s.app, s.model_size, s.requests, s.loadgen_scenario, s.inference_only,
+                            s.platform, s.cores, s.cpu_mode, s.processor, s.conditions, s.host,
+                            s.data_set, s.label))
     return out
 
 
+#: the fields that may tell two rows of the same deployment apart, in the order `show` adds them
+DISTINGUISHING = ("requests", "loadgen_scenario", "batch_size", "inference_only", "data_set",
+                  "host", "accel")
+
+
+def distinguishing_columns(summaries: Sequence[ScenarioSummary]) -> list[str]:
+    """The fields ``show`` must add so that two rows that look alike are told apart."""
+    by_name: dict[tuple, list[ScenarioSummary]] = {}
+    for s in summaries:
+        by_name.setdefault((s.scenario, s.app, s.model_size, s.backend, s.conditions), []).append(s)
+    needed = []
+    for name in DISTINGUISHING:
+        if any(len({getattr(s, name) for s in rows}) > 1 for rows in by_name.values() if len(rows) > 1):
+            needed.append(name)
+    return needed
+
+
 def failures(records: Sequence[RunRecord]) -> list[RunRecord]:
-    """Runs that failed or timed out (warm-ups and interrupted runs are not failures)."""
+    """Runs that failed, timed out or were lost (warm-ups and interrupted runs are not)."""
     return [r for r in records if r.status in FAILED_STATUSES]
 
 
-# =========================================================================================
-# Analysis: overhead against bare metal, scale-up, pinning, CHR, GPU, causes.
-#
-# DESIGN: the unit of analysis is a *cell*: one scenario (Scenario.key) on one host, under
-# one accelerator (native/kvm/tcg) and one recorded host condition (host_load idle/busy, or
-# unrecorded). Cells are never pooled with each other. Comparisons are between cells that
-# differ in exactly one thing (the platform, the mode, the cores, the processor, the host
-# load), always with Welch's test over independent run means; a cell with a single run
-# falls back to its per-request times, and the comparison says so (basis "requests").
-# Emulated (TCG) VMs are compared with BM like any other platform but carry
-# ``emulated=True`` and are kept out of recommendations, best practices and the main figures.
-# =========================================================================================
-
-
-BASELINE = PlatformName.BM.value
-EMULATED_ACCELS = ("tcg",)
-
-
-def host_load_of(record: RunRecord) -> str:
-    """The recorded host condition of a run ('busy', 'idle', ...), '' when not recorded.
-    Looked up on the scenario (should it carry one), in the platform facts, then in the
-    host metadata (where a sweep may put it)."""
-    value = getattr(record.scenario, "host_load", None)
-    if value:
-        return str(getattr(value, "value", value))
-    for source in (record.platform, record.host, record.environment, record.metadata):
-        value = source.get("host_load") if isinstance(source, dict) else None
-        if value:
-            return str(value)
-    return ""
-
-
+# -- cells --------------------------------------------------------------------------------------
 @dataclass
 class Cell:
-    """One scenario on one host, accelerator and host condition: summary plus its runs."""
+    """One row identity: its summary and its successful runs."""
 
     summary: ScenarioSummary
     scenario: Scenario
     records: list[RunRecord]  # successful runs only
-    host_load: str = ""
+
+    @property
+    def id(self) -> str:
+        s = self.summary
+        return f"{s.scenario_key}|{s.host}|{s.accel}|{s.data_set}"
 
     @property
     def name(self) -> str:
@@ -187,6 +278,10 @@ class Cell:
     @property
     def accel(self) -> str:
         return self.summary.accel
+
+    @property
+    def host_load(self) -> str:
+        return self.scenario.host_load.value
 
     @property
     def emulated(self) -> bool:
@@ -208,36 +303,37 @@ class Cell:
 
     @property
     def display(self) -> str:
-        """The paper's name plus what sets this cell apart (accelerator, host load)."""
+        """The paper's name plus what sets this cell apart (accelerator, host conditions)."""
         extra = []
         if self.accel not in ("native", "kvm"):
             extra.append(self.accel.upper())
-        if self.host_load and self.host_load != "idle":  # idle is the default: not worth a word
-            extra.append(f"host {self.host_load}")
+        extra += [c for c in self.scenario.conditions]
         return self.name + (f" ({', '.join(extra)})" if extra else "")
 
     @property
     def workload(self) -> str:
-        """What is measured, independent of where: app, size, backend, LoadGen scenario..."""
-        return workload_key(self.scenario)
+        """What is measured, independent of where: app, size, backend, LoadGen scenario...,
+        host conditions and data set (a recommendation's group)."""
+        return workload_key(self.scenario) + "|" + self.summary.data_set
 
     @property
     def workload_label(self) -> str:
         return workload_label(self.scenario)
 
-    def values(self, metric: str = "e2e") -> tuple[list[float], str]:
-        """Per-run means of ``metric`` ('e2e' or a phase: 'pre', 'infer', 'post'), or, with a
-        single run, its per-request values. Returns (values, basis)."""
-        column = {"e2e": None, "pre": "preprocess_ns", "infer": "infer_ns", "post": "postprocess_ns"}[metric]
-        if len(self.records) >= 2:
-            key = {"e2e": "e2e_mean_ms", "pre": "pre_ms", "infer": "infer_ms", "post": "post_ms"}[metric]
-            return [r.summary[key] for r in self.records], "runs"
-        r = self.records[0]
-        if column is None:
-            vals = request_e2e_ms(r.samples, r.scenario.loadgen_scenario.value)
-        else:
-            vals = np.asarray(r.samples[column], float) / 1e6
-        return vals.tolist(), "requests"
+    def rounds(self, metric: str = "e2e", name: str | None = None) -> list[stats.Round]:
+        """This cell's rounds as the statistics see them: one mean per round of ``metric``
+        ('e2e' or a phase: 'pre', 'infer', 'post'), in its launch and block."""
+        key = {"e2e": "e2e_mean_ms", "pre": "pre_ms", "infer": "infer_ms", "post": "post_ms"}[metric]
+        out = []
+        for r in self.records:
+            value = r.summary.get(key)
+            if value is not None and value > 0:
+                out.append(stats.Round(name or self.id, launch_of(r), float(value), r.block_id))
+        return out
+
+    def values(self, metric: str = "e2e") -> list[float]:
+        """Per-round means of ``metric`` (for the ratio-of-ratios of best practice 5)."""
+        return [r.mean_ms for r in self.rounds(metric)]
 
     def phase_shares(self) -> dict[str, float]:
         s = self.summary
@@ -248,14 +344,9 @@ class Cell:
 
 
 def condition_free_key(scenario: Scenario) -> str:
-    """The scenario's key without a host condition, should Scenario carry one: busy and idle
-    runs of one deployment share it."""
-    import dataclasses
-
-    if "host_load" in {f.name for f in dataclasses.fields(scenario)}:
-        default = next(f.default for f in dataclasses.fields(scenario) if f.name == "host_load")
-        return scenario.with_(host_load=default).key
-    return scenario.key
+    """The scenario's key with the default host load: busy and idle runs of one deployment
+    share it."""
+    return scenario.with_(host_load=HostLoad.IDLE).key
 
 
 def workload_key(scenario: Scenario) -> str:
@@ -272,98 +363,184 @@ def workload_label(scenario: Scenario) -> str:
     parts.append(f"{scenario.requests} req")
     if scenario.inference_only:
         parts.append("inference only")
-    # host conditions that differ from the defaults (idle host, warm cache, native storage)
-    for field_name, default, text in (("host_load", "idle", "{} host"), ("page_cache", "warm", "{} cache"),
-                                      ("storage", "native", "{} storage")):
-        value = getattr(getattr(scenario, field_name, None), "value", default)
-        if value != default:
-            parts.append(text.format(value))
+    for value, default, text in ((scenario.host_load, HostLoad.IDLE, "{} host"),
+                                 (scenario.page_cache, PageCache.WARM, "{} cache"),
+                                 (scenario.storage, Storage.NATIVE, "{} storage")):
+        if value is not default:
+            parts.append(text.format(value.value))
     return f"{scenario.app} ({', '.join(parts)})"
 
 
 def build_cells(records: Sequence[RunRecord]) -> list[Cell]:
-    """Every cell with at least one successful run (see the DESIGN note above)."""
-    by_load: dict[str, list[RunRecord]] = {}
-    for record in records:
-        by_load.setdefault(host_load_of(record), []).append(record)
-    cells: list[Cell] = []
-    for load, subset in sorted(by_load.items()):
-        groups = group_by_scenario(subset)
-        for summary in summarize(subset):
-            group = groups[(summary.scenario_key, summary.host, summary.accel)]
-            ok = [r for r in group if r.status == "ok" and r.samples.get("preprocess_ns")]
-            cells.append(Cell(summary, ok[0].scenario, ok, load))
+    """Every cell with at least one successful run."""
+    groups = group_rows(records)
+    cells = []
+    for summary in summarize(records):
+        group = groups[(summary.scenario_key, summary.host, summary.accel, summary.data_set)]
+        ok = _ok(group)
+        cells.append(Cell(summary, ok[0].scenario, ok))
     return cells
 
 
-def compare_cells(a: Cell, b: Cell, metric: str = "e2e") -> tuple[Difference, str]:
-    """``a`` against baseline ``b``; basis 'runs' when both have >= 2 runs."""
-    if len(a.records) >= 2 and len(b.records) >= 2:
-        return welch_difference(a.values(metric)[0], b.values(metric)[0]), "runs"
-    va = a.values(metric)[0] if len(a.records) < 2 else _pooled(a, metric)
-    vb = b.values(metric)[0] if len(b.records) < 2 else _pooled(b, metric)
-    return welch_difference(va, vb), "requests"
+# -- comparisons ------------------------------------------------------------------------------
+class Judge:
+    """Every comparison a report makes, decided as one family (Holm).
+
+    Pass 1 computes and records each comparison (each with its own, uncorrected verdict);
+    ``decide()`` corrects them together; later calls get the family's verdicts. A pure
+    cache: the same pair of cells gives the same answer whoever asks."""
+
+    def __init__(self, margin: float = stats.DEFAULT_MARGIN, alpha: float = stats.DEFAULT_ALPHA,
+                 min_launches: int = stats.MIN_LAUNCHES) -> None:
+        self.margin, self.alpha, self.min_launches = margin, alpha, min_launches
+        self.raw: dict[tuple[str, str, str], stats.PairedComparison] = {}
+        self.decided: dict[tuple[str, str, str], stats.PairedComparison] | None = None
+
+    def compare(self, a: Cell, b: Cell, metric: str = "e2e") -> stats.PairedComparison:
+        if a.id == b.id:
+            raise ValueError(f"{a.display} compared with itself")
+        key = (a.id, b.id, metric)
+        if self.decided is not None and key in self.decided:
+            return self.decided[key]
+        if key not in self.raw:
+            name_a, name_b = a.display, b.display
+            if name_a == name_b:
+                name_a, name_b = f"{name_a} [{a.summary.data_set or a.host}]", f"{name_b} [{b.summary.data_set or b.host}]"
+            self.raw[key] = stats.compare_rounds(a.rounds(metric, name_a) + b.rounds(metric, name_b),
+                                                 name_a, name_b, margin=self.margin, alpha=self.alpha,
+                                                 min_launches=self.min_launches)
+        return self.raw[key]
+
+    def decide(self) -> None:
+        keys = list(self.raw)
+        self.decided = dict(zip(keys, stats.decide_family([self.raw[k] for k in keys])))
+
+    @property
+    def family_size(self) -> int:
+        return len(self.raw)
 
 
-def _pooled(cell: Cell, metric: str) -> list[float]:
-    out: list[float] = []
-    for r in cell.records:
-        out += Cell(cell.summary, cell.scenario, [r], cell.host_load).values(metric)[0]
-    return out
-
-
-def _index(cells: Sequence[Cell]) -> dict[tuple[str, str, str, str], Cell]:
-    return {(c.scenario.key, c.host, c.accel, c.host_load): c for c in cells}
-
-
-def _native_baseline(index: dict, cell: Cell, **changes: Any) -> Cell | None:
-    key = cell.scenario.with_(**changes).key
-    return index.get((key, cell.host, "native", cell.host_load))
+def verdict_text(result: stats.PairedComparison) -> str:
+    """``1.034x (95% CI 1.011..1.058), slower (p=0.003; 5 launch pairs, 15 blocks)`` or why
+    it is undecided."""
+    if result.basis == "none":
+        return "undecided: never measured in the same blocks (run them together: one `run` or one study)"
+    text = result.describe().split(": ", 1)[1]
+    if result.verdict is stats.Verdict.UNDECIDED and result.launch_pairs < result.min_launches:
+        text += f"; needs >= {result.min_launches} launch pairs"
+    return text
 
 
 @dataclass
 class Comparison:
-    """``cell`` against ``baseline`` (differences are relative to the baseline)."""
+    """``cell`` against ``baseline`` (the ratio is cell / baseline)."""
 
     cell: Cell
     baseline: Cell
-    diff: Difference
-    basis: str
+    result: stats.PairedComparison
+
+    @property
+    def verdict(self) -> stats.Verdict:
+        return self.result.verdict
+
+    @property
+    def decided(self) -> bool:
+        return self.result.verdict.decided
+
+    @property
+    def ratio(self) -> float:
+        return self.result.ratio
+
+    @property
+    def relative(self) -> float:
+        """ratio - 1: +0.10 means the cell is 10% slower than the baseline."""
+        return self.result.ratio - 1
 
     @property
     def text(self) -> str:
-        return self.diff.describe() + ("" if self.basis == "runs" else " [over requests: single run]")
+        return verdict_text(self.result)
+
+    def sentence(self, family_size: int = 1) -> str:
+        """The answer in plain words, e.g. ``CN/2/PIN/CPU is 10.0% slower than BM/2/PIN/CPU``;
+        when undecided, how many more launch epochs would likely decide it (at the level a
+        family of ``family_size`` claims will face)."""
+        a, b, r = self.cell.name, self.baseline.name, self.result
+        if self.verdict is stats.Verdict.FASTER:
+            return f"{a} is {(1 - r.ratio) * 100:.1f}% faster than {b} (beyond the ±{r.margin:.0%} margin)"
+        if self.verdict is stats.Verdict.SLOWER:
+            return f"{a} is {(r.ratio - 1) * 100:.1f}% slower than {b} (beyond the ±{r.margin:.0%} margin)"
+        if self.verdict is stats.Verdict.EQUIVALENT:
+            return f"{a} and {b} are equivalent: within ±{r.margin:.0%} of each other"
+        if r.basis == "none":
+            return f"{a} and {b} cannot be told apart: they were never measured in the same blocks"
+        per_launch = max(1, round(r.blocks / r.launch_pairs)) if r.launch_pairs else 1
+        look = stats.outlook(r, blocks_per_launch=per_launch, level=r.alpha / max(1, family_size))
+        more = (f"if the estimate holds, about {look.more_epochs} more launch"
+                f"{'es' if look.more_epochs != 1 else ''} of each would decide it"
+                if look.more_epochs is not None else
+                "more launches are unlikely to decide it: the difference sits on the margin")
+        return f"{a} against {b} is not decided yet at {1 - r.alpha:.0%} confidence: {more}"
 
     def to_json(self) -> dict[str, Any]:
         return {"scenario": self.cell.display, "baseline": self.baseline.display,
-                "app": self.cell.app, "workload": self.cell.workload_label, "basis": self.basis,
-                **self.diff.to_json()}
+                "app": self.cell.app, "workload": self.cell.workload_label, "host": self.cell.host,
+                **self.result.to_json()}
 
 
-def overheads(cells: Sequence[Cell]) -> list[Comparison]:
-    """Each non-BM cell against BM with the same cores, mode, processor and workload, on the
-    same host under the same host load (BM is always native)."""
+def compare_cells(judge: Judge, a: Cell, b: Cell, metric: str = "e2e") -> Comparison:
+    """``a`` against baseline ``b``, paired over the blocks that hold both."""
+    return Comparison(a, b, judge.compare(a, b, metric))
+
+
+def _index(cells: Sequence[Cell]) -> dict[tuple[str, str, str, str], Cell]:
+    return {(c.scenario.key, c.host, c.accel, c.summary.data_set): c for c in cells}
+
+
+def _peer(index: dict, cell: Cell, *, accel: str | None = None, **changes: Any) -> Cell | None:
+    key = cell.scenario.with_(**changes).key
+    return index.get((key, cell.host, accel or cell.accel, cell.summary.data_set))
+
+
+def overheads(cells: Sequence[Cell], judge: Judge) -> list[Comparison]:
+    """Each non-BM cell against BM with the same cores, mode, processor, workload and host
+    conditions, on the same host and data set (BM is always native)."""
     index = _index(cells)
     out = []
     for cell in cells:
         if cell.scenario.platform is PlatformName.BM:
             continue
-        base = _native_baseline(index, cell, platform=PlatformName.BM)
+        base = _peer(index, cell, accel="native", platform=PlatformName.BM)
         if base is not None:
-            out.append(Comparison(cell, base, *compare_cells(cell, base)))
+            out.append(compare_cells(judge, cell, base))
     return out
 
 
-def pin_gains(cells: Sequence[Cell]) -> list[Comparison]:
-    """PIN against VNL for each platform/cores/processor/workload (negative = PIN faster)."""
+def pin_gains(cells: Sequence[Cell], judge: Judge) -> list[Comparison]:
+    """PIN against VNL for each platform/cores/processor/workload (ratio < 1: PIN faster)."""
     index = _index(cells)
     out = []
     for cell in cells:
         if cell.scenario.cpu_mode is not CpuMode.PIN:
             continue
-        vnl = index.get((cell.scenario.with_(cpu_mode=CpuMode.VNL).key, cell.host, cell.accel, cell.host_load))
+        vnl = _peer(index, cell, cpu_mode=CpuMode.VNL)
         if vnl is not None:
-            out.append(Comparison(cell, vnl, *compare_cells(cell, vnl)))
+            out.append(compare_cells(judge, cell, vnl))
+    return out
+
+
+def condition_effects(cells: Sequence[Cell], judge: Judge) -> list[Comparison]:
+    """A host condition against its absence for the same deployment: busy against idle,
+    throttled against native storage, cold against warm cache."""
+    index = _index(cells)
+    out = []
+    for cell in cells:
+        s = cell.scenario
+        for field_name, default in (("host_load", HostLoad.IDLE), ("storage", Storage.NATIVE),
+                                    ("page_cache", PageCache.WARM)):
+            if getattr(s, field_name) is not default:
+                base = _peer(index, cell, **{field_name: default})
+                if base is not None:
+                    out.append(compare_cells(judge, cell, base))
     return out
 
 
@@ -373,7 +550,7 @@ class ScaleUp:
 
     series: list[Cell]  # sorted by cores
     steps: list[Comparison]  # each cores count against the previous one
-    knee: int | None  # the cores after which E2E stops improving by more than the CI
+    knee: int | None  # the cores after which one more step is not faster (None: undecided)
     best_cores: int
 
     @property
@@ -385,34 +562,43 @@ class ScaleUp:
     def keeps_improving(self) -> bool:
         return self.knee == self.series[-1].scenario.cores
 
+    @property
+    def decided(self) -> bool:
+        return self.knee is not None
+
     def describe(self) -> str:
         c = self.series[0]
         cores = [x.scenario.cores for x in self.series]
+        if self.knee is None:
+            return (f"{self.label} {c.workload_label}: undecided (a step up in cores is not decided "
+                    "faster, equivalent or slower yet)")
         if self.keeps_improving:
-            return (f"{self.label} {c.workload_label}: E2E improves significantly at every step up to "
-                    f"{cores[-1]} cores (no knee within {cores[0]}-{cores[-1]})")
-        return (f"{self.label} {c.workload_label}: E2E stops improving by more than the CI after "
-                f"{self.knee} core{'s' if self.knee != 1 else ''} (fastest at {self.best_cores})")
+            return (f"{self.label} {c.workload_label}: every step up to {cores[-1]} cores is faster "
+                    f"beyond the margin (no knee within {cores[0]}-{cores[-1]})")
+        return (f"{self.label} {c.workload_label}: no step up after {self.knee} core"
+                f"{'s' if self.knee != 1 else ''} is faster beyond the margin (the knee; fastest at "
+                f"{self.best_cores})")
 
 
-def scale_ups(cells: Sequence[Cell]) -> list[ScaleUp]:
-    """Series with >= 2 core counts. The knee is the first core count whose next step up
-    does not make E2E significantly faster (Welch, 95%)."""
+def scale_ups(cells: Sequence[Cell], judge: Judge) -> list[ScaleUp]:
+    """Series with >= 2 core counts. The knee is the first core count whose next step up is
+    decided not faster (equivalent or slower); an undecided step leaves the knee undecided."""
     series: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        key = (cell.scenario.with_(cores=1).key, cell.host, cell.accel, cell.host_load)
+        key = (cell.scenario.with_(cores=1).key, cell.host, cell.accel, cell.summary.data_set)
         series.setdefault(key, []).append(cell)
     out = []
     for group in series.values():
         if len(group) < 2:
             continue
         group.sort(key=lambda c: c.scenario.cores)
-        steps = [Comparison(b, a, *compare_cells(b, a)) for a, b in zip(group, group[1:])]
-        knee = group[-1].scenario.cores
+        steps = [compare_cells(judge, b, a) for a, b in zip(group, group[1:])]
+        knee: int | None = group[-1].scenario.cores
         for prev, step in zip(group, steps):
-            if not (step.diff.significant and step.diff.diff < 0):
-                knee = prev.scenario.cores
-                break
+            if step.verdict is stats.Verdict.FASTER:
+                continue
+            knee = prev.scenario.cores if step.decided else None
+            break
         best = min(group, key=lambda c: c.summary.e2e_mean_ms)
         out.append(ScaleUp(group, steps, knee, best.scenario.cores))
     return out
@@ -420,7 +606,7 @@ def scale_ups(cells: Sequence[Cell]) -> list[ScaleUp]:
 
 @dataclass
 class ChrTrend:
-    """Overhead against BM of one platform/mode at its lowest and highest CHR."""
+    """Overhead against BM of one platform/mode at each CHR measured."""
 
     platform: str
     cpu_mode: str
@@ -437,16 +623,16 @@ class ChrTrend:
 
     @property
     def falls_with_chr(self) -> bool:
-        """Overhead at the lowest CHR above the CI of the overhead at the highest CHR."""
-        lo, hi = self.low[1].diff, self.high[1].diff
-        if not (lo.testable and hi.testable):
-            return lo.relative > hi.relative
-        return lo.relative_low > hi.relative_high
+        """The overhead at the lowest CHR lies above the CI of the one at the highest."""
+        lo, hi = self.low[1].result, self.high[1].result
+        if not (math.isfinite(lo.ci[0]) and math.isfinite(hi.ci[1])):
+            return False
+        return lo.ci[0] > hi.ci[1]
 
     def describe(self) -> str:
         (c_lo, lo), (c_hi, hi) = self.low, self.high
-        return (f"{self.platform} {self.cpu_mode} {self.workload}: overhead {lo.diff.relative * 100:+.1f}% "
-                f"at CHR {c_lo:.2f} vs {hi.diff.relative * 100:+.1f}% at CHR {c_hi:.2f}")
+        return (f"{self.platform} {self.cpu_mode} {self.workload}: overhead {lo.relative * 100:+.1f}% "
+                f"at CHR {c_lo:.2f} vs {hi.relative * 100:+.1f}% at CHR {c_hi:.2f}")
 
 
 def chr_trends(overhead_list: Sequence[Comparison]) -> list[ChrTrend]:
@@ -456,10 +642,10 @@ def chr_trends(overhead_list: Sequence[Comparison]) -> list[ChrTrend]:
         if c.chr is None or c.emulated:
             continue
         key = (c.scenario.platform.value, c.scenario.cpu_mode.value, c.scenario.processor.value,
-               c.workload_label, c.host, c.host_load)
+               c.workload_label, c.host)
         groups.setdefault(key, []).append((c.chr, comp))
     out = []
-    for (platform, mode, _proc, workload, _h, _l), points in groups.items():
+    for (platform, mode, _proc, workload, _h), points in groups.items():
         if len(points) >= 2:
             points.sort(key=lambda p: p[0])
             out.append(ChrTrend(platform, mode, workload, points))
@@ -478,10 +664,10 @@ class GpuSpeedup:
 
     @staticmethod
     def speedup(comp: Comparison) -> tuple[float, float, float]:
-        """(speedup, low, high): CPU/GPU = 1 / (1 + relative)."""
-        d = comp.diff
-        inv = lambda r: 1 / (1 + r) if 1 + r > 0 else math.inf  # noqa: E731
-        return inv(d.relative), inv(d.relative_high), inv(d.relative_low)
+        """(speedup, low, high): CPU/GPU = 1 / ratio."""
+        lo, hi = comp.result.ci
+        inv = lambda r: 1 / r if r and r > 0 and math.isfinite(r) else math.nan  # noqa: E731
+        return inv(comp.ratio), inv(hi), inv(lo)
 
     def describe(self) -> str:
         e, _, _ = self.speedup(self.e2e)
@@ -491,22 +677,22 @@ class GpuSpeedup:
                 f"{self.cpu.workload_label}: GPU speedup {i:.1f}x ({what}) vs {e:.1f}x E2E")
 
 
-def gpu_speedups(cells: Sequence[Cell]) -> list[GpuSpeedup]:
+def gpu_speedups(cells: Sequence[Cell], judge: Judge) -> list[GpuSpeedup]:
     index = _index(cells)
     out = []
     for gpu in cells:
         if gpu.scenario.processor is not Processor.GPU or gpu.scenario.inference_only:
             continue
-        cpu = index.get((gpu.scenario.with_(processor=Processor.CPU).key, gpu.host, gpu.accel, gpu.host_load))
+        cpu = _peer(index, gpu, processor=Processor.CPU)
         if cpu is None:
             continue
         only = None
-        g_only = index.get((gpu.scenario.with_(inference_only=True).key, gpu.host, gpu.accel, gpu.host_load))
-        c_only = index.get((cpu.scenario.with_(inference_only=True).key, gpu.host, gpu.accel, gpu.host_load))
+        g_only = _peer(index, gpu, inference_only=True)
+        c_only = _peer(index, cpu, inference_only=True)
         if g_only is not None and c_only is not None:
-            only = Comparison(g_only, c_only, *compare_cells(g_only, c_only, "infer"))
-        out.append(GpuSpeedup(cpu, gpu, Comparison(gpu, cpu, *compare_cells(gpu, cpu)),
-                              Comparison(gpu, cpu, *compare_cells(gpu, cpu, "infer")), only))
+            only = compare_cells(judge, g_only, c_only, "infer")
+        out.append(GpuSpeedup(cpu, gpu, compare_cells(judge, gpu, cpu),
+                              compare_cells(judge, gpu, cpu, "infer"), only))
     return out
 
 

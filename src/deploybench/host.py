@@ -135,6 +135,21 @@ def host_facts() -> HostFacts:
     )
 
 
+#: what makes two hosts a class whose runs may be compared (not the hostname: two identical
+#: machines are one class; not the software revision: it is recorded, and reported)
+FINGERPRINT_FIELDS = ("cpu_model", "host_cores", "memory_gib", "kernel")
+
+
+def host_fingerprint(meta: dict[str, Any]) -> str:
+    """A short, stable id of a host's class, from its run metadata: CPU model, usable cores,
+    memory and kernel (``fp-1a2b3c4d``)."""
+    import hashlib
+
+    parts = [str(meta.get(name, "")) for name in FINGERPRINT_FIELDS]
+    parts[2] = str(round(float(meta.get("memory_gib") or 0)))  # 23.5 and 23.6 GiB are one host
+    return "fp-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
 def run_metadata() -> dict[str, Any]:
     """Host-side metadata stored with every run (the worker adds its own view)."""
     facts = host_facts()
@@ -150,4 +165,6 @@ def run_metadata() -> dict[str, Any]:
         "platform": _platform.platform(),
         "git_revision": git_revision(),
         "loadavg_1m": os.getloadavg()[0],
+        "fingerprint": host_fingerprint({"cpu_model": facts.cpu_model, "host_cores": facts.cores,
+                                         "memory_gib": facts.memory_gib, "kernel": facts.kernel}),
     }

@@ -5,11 +5,14 @@ below does exactly that); the verdict is ``holds``, ``does not hold`` or
 ``not enough data (needs: ...)``, always with the numbers behind it.
 
 DESIGN: a practice is a claim about *comparisons*, so each test is a set of paired
-comparisons between cells that differ in one thing (see findings.Cell), each counted as
-supporting or opposing the claim with Welch's test at 95%. "Not significant" is an answer
-too: where a practice says "X helps", a non-significant difference opposes it; where it says
-"X costs nothing", it supports it. Only native cells (no TCG-emulated VM) and, unless a
-test is about host load, cells with an idle or unrecorded host take part.
+comparisons between cells that differ in one thing (see findings.Cell), made by the
+report's ``Judge`` (so decided with the rest of the report's claims, Holm-corrected). Only
+*decided* comparisons count: ``faster``/``slower`` beyond the margin, or ``equivalent``
+within it (an equivalence is an answer: where a practice says "X helps", an equivalence
+opposes it; where it says "X costs nothing", it supports it). Undecided comparisons are
+listed with the evidence and counted apart, never for or against. A comparison whose host
+condition left no trace (``condition_ineffective``) never feeds a verdict. Only native cells
+(no TCG-emulated VM) and, unless a test is about host load, cells with an idle host take part.
 """
 from __future__ import annotations
 
@@ -17,9 +20,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .findings import Cell, build_cells, compare_cells, condition_free_key, scale_ups
+from . import stats
+from .findings import Cell, Comparison, Judge, compare_cells, condition_free_key, scale_ups
 from .scenario import CpuMode, PlatformName, Processor
 from .stats import ratio_of_ratios
+from .warnings import WarningCode
+
+FASTER, SLOWER, EQUIVALENT = stats.Verdict.FASTER, stats.Verdict.SLOWER, stats.Verdict.EQUIVALENT
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -40,6 +47,7 @@ class BestPractice:
     evidence: list[str] = field(default_factory=list)
     supporting: int = 0
     opposing: int = 0
+    undecided: int = 0  # comparisons not decided yet: counted neither for nor against
 
     @property
     def label(self) -> str:
@@ -50,17 +58,21 @@ class BestPractice:
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "claim": self.claim, "test": self.test,
                 "verdict": self.verdict, "label": self.label, "needs": self.needs,
-                "evidence": self.evidence, "supporting": self.supporting, "opposing": self.opposing}
+                "evidence": self.evidence, "supporting": self.supporting, "opposing": self.opposing,
+                "undecided": self.undecided}
 
 
 def _decide(bp: BestPractice, support: int, oppose: int, needs: str,
-            rule: str = "majority") -> BestPractice:
-    """``majority``: more comparisons for than against (a tie is not a majority).
+            rule: str = "majority", undecided: int = 0) -> BestPractice:
+    """``majority``: more decided comparisons for than against (a tie is not a majority).
     ``any``: for practices that warn about a pitfall ("inference-only can mislead"), one
-    significant case on this host is enough for the warning to hold."""
-    bp.supporting, bp.opposing = support, oppose
+    decided case on this host is enough for the warning to hold. Undecided comparisons
+    never count; with none decided the verdict is ``not enough data``."""
+    bp.supporting, bp.opposing, bp.undecided = support, oppose, undecided
     if support + oppose == 0:
-        bp.verdict, bp.needs = NOT_ENOUGH, needs
+        bp.verdict = NOT_ENOUGH
+        bp.needs = (f"{undecided} comparison(s) still undecided: more launches of the same "
+                    f"scenarios ({needs})" if undecided else needs)
     elif support > oppose or (rule == "any" and support > 0):
         bp.verdict = HOLDS
     else:
@@ -76,10 +88,33 @@ def _usable(cells: Sequence[Cell], *, inference_only: bool | None = False,
             continue
         if inference_only is not None and c.scenario.inference_only != inference_only:
             continue
-        if not host_load and c.host_load not in ("", "idle"):
+        if not host_load and c.host_load != "idle":
             continue
         out.append(c)
     return out
+
+
+def _ineffective(cell: Cell) -> bool:
+    """The cell's host condition left no trace in some of its rounds: it must not feed a verdict."""
+    return any(WarningCode.CONDITION_INEFFECTIVE.value in r.warning_codes for r in cell.records)
+
+
+class _Tally:
+    """Decided comparisons counted for or against a practice; undecided ones apart."""
+
+    def __init__(self) -> None:
+        self.support = self.oppose = self.undecided = 0
+
+    def add(self, comp: Comparison, supports: bool | None) -> str:
+        """``supports``: None when ``comp`` is undecided (or must not count)."""
+        if not comp.decided or supports is None:
+            self.undecided += 1
+            return "undecided: not counted"
+        if supports:
+            self.support += 1
+            return "for"
+        self.oppose += 1
+        return "against"
 
 
 def _pct(x: float) -> str:
@@ -113,134 +148,130 @@ def bp1_phases(cells: Sequence[Cell]) -> BestPractice:
 
 
 # -- 2 -------------------------------------------------------------------------------------
-def bp2_scale_up(cells: Sequence[Cell]) -> BestPractice:
+def bp2_scale_up(cells: Sequence[Cell], judge: Judge) -> BestPractice:
     bp = BestPractice(
         2, "Investigate the impact of scale-up on E2E time to find the optimal number of cores "
            "(16 cores is a good point to start).",
         "Each scale-up series (one platform/mode/processor/workload, >= 2 core counts): it supports "
-        "the practice when E2E stops improving significantly (Welch, 95%) before the series' largest "
-        "core count (the knee), so the optimum has to be found; it opposes it when every step up "
-        "is significantly faster. Holds when at least one series has such a knee.")
-    support = oppose = 0
-    for s in scale_ups(_usable(cells)):
-        knee_early = not s.keeps_improving
-        support += knee_early
-        oppose += not knee_early
-        steps = ", ".join(f"{a.scenario.cores}->{b.cell.scenario.cores}: {b.diff.relative * 100:+.1f}%"
-                          f"{'' if b.diff.significant else ' (n.s.)'}" for a, b in zip(s.series, s.steps))
+        "the practice when a step up before the series' largest core count is decided not faster "
+        "(equivalent within the margin, or slower): the knee, so the optimum has to be found; it "
+        "opposes it when every step up is decided faster. Series with an undecided step are listed, "
+        "not counted. Holds when at least one series has such a knee.")
+    tally = _Tally()
+    for s in scale_ups(_usable(cells), judge):
+        supports = None if not s.decided else not s.keeps_improving
+        if supports is None:
+            tally.undecided += 1
+        elif supports:
+            tally.support += 1
+        else:
+            tally.oppose += 1
+        steps = ", ".join(f"{a.scenario.cores}->{b.cell.scenario.cores}: {b.ratio:.3f}x {b.verdict.value}"
+                          for a, b in zip(s.series, s.steps))
         bp.evidence.append(f"{s.describe()} [{steps}]")
-    return _decide(bp, support, oppose, "runs of one platform and mode at >= 2 core counts", rule="any")
+    return _decide(bp, tally.support, tally.oppose, "runs of one platform and mode at >= 2 core counts",
+                   rule="any", undecided=tally.undecided)
 
 
 # -- 3 -------------------------------------------------------------------------------------
-def bp3_spare_cores(cells: Sequence[Cell]) -> BestPractice:
+def bp3_spare_cores(cells: Sequence[Cell], judge: Judge) -> BestPractice:
     bp = BestPractice(
         3, "Do not scale up to all CPU cores of a host: a few unused cores mitigate the "
            "virtualization overhead.",
-        "(a) N = all host cores against the largest N below it (host cores - 1 where measured), "
-        "same platform/mode/processor/workload: supports when all cores are not significantly "
-        "faster (the last cores buy nothing), opposes when they are significantly faster. "
-        "(b) where runs record host_load, busy against idle for the same scenario: supports when "
-        "the busy host is significantly slower, opposes when not.")
-    support = oppose = 0
+        "(a) N = all host cores against the largest N below it, same platform/mode/processor/"
+        "workload: supports when all cores are decided not faster (equivalent or slower: the last "
+        "cores buy nothing), opposes when they are decided faster. (b) busy against idle host for "
+        "the same scenario: supports when the busy host is decided slower, opposes when decided "
+        "equivalent or faster. Undecided comparisons are listed, not counted.")
+    tally = _Tally()
     usable = _usable(cells)
-    index = {(condition_free_key(c.scenario), c.host, c.accel, c.host_load): c for c in usable}
+    index = {(condition_free_key(c.scenario), c.host, c.accel, c.summary.data_set): c for c in usable}
     for c in usable:
         hc = c.host_cores
         if not hc or c.scenario.cores != hc or hc < 2:
             continue
-        smaller = [o for o in usable if o.host == c.host and o.accel == c.accel and o.host_load == c.host_load
+        smaller = [o for o in usable if o.host == c.host and o.accel == c.accel
+                   and o.summary.data_set == c.summary.data_set
                    and o.scenario.with_(cores=hc).key == c.scenario.key and o.scenario.cores < hc]
         if not smaller:
             continue
         spare = max(smaller, key=lambda o: o.scenario.cores)
-        diff, basis = compare_cells(c, spare)
-        faster = diff.significant and diff.diff < 0
-        slower = diff.significant and diff.diff > 0
-        support += not faster
-        oppose += faster
-        outcome = ("all cores significantly faster" if faster else "all cores significantly slower"
-                   if slower else "the last core(s) buy nothing significant")
-        bp.evidence.append(f"{c.name} (all {hc} cores) vs {spare.name}: {diff.describe()} -> {outcome}"
-                           f" [{c.workload_label}]")
+        comp = compare_cells(judge, c, spare)
+        said = tally.add(comp, comp.verdict is not FASTER)
+        bp.evidence.append(f"{c.name} (all {hc} cores) vs {spare.name}: {comp.text} -> {said} "
+                           f"[{c.workload_label}]")
     for c in _usable(cells, host_load=True):
         if c.host_load != "busy":
             continue
-        key = condition_free_key(c.scenario)
-        idle = index.get((key, c.host, c.accel, "idle")) or index.get((key, c.host, c.accel, ""))
+        idle = index.get((condition_free_key(c.scenario), c.host, c.accel, c.summary.data_set))
         if idle is None:
             continue
-        diff, _ = compare_cells(c, idle)
-        slower = diff.significant and diff.diff > 0
-        support += slower
-        oppose += not slower
-        bp.evidence.append(f"{c.name} busy vs idle host: {diff.describe()} [{c.workload_label}]")
-    return _decide(bp, support, oppose,
-                   "runs at all host cores and at fewer of the same platform/mode, or busy/idle host runs")
+        comp = compare_cells(judge, c, idle)
+        said = tally.add(comp, comp.verdict is SLOWER)
+        bp.evidence.append(f"{c.name} busy vs idle host: {comp.text} -> {said} [{c.workload_label}]")
+    return _decide(bp, tally.support, tally.oppose,
+                   "runs at all host cores and at fewer of the same platform/mode, or busy/idle host runs",
+                   undecided=tally.undecided)
 
 
 # -- 4 -------------------------------------------------------------------------------------
-def bp4_storage(records: Sequence[Any]) -> BestPractice:
+def bp4_storage(cells: Sequence[Cell], judge: Judge) -> BestPractice:
     """The sweep's ``storage`` condition: ``native`` (the data device as it is) against
-    ``throttled`` (cgroup I/O limits emulating a slow HDD), same scenario otherwise. A
-    ``storage`` label in the host metadata (e.g. hdd/ssd on a fleet) is used the same way."""
+    ``throttled`` (cgroup I/O limits emulating a slow disk), same scenario otherwise, measured
+    in the same blocks. A condition that left no trace in the runs (``condition_ineffective``:
+    the timed requests read nothing from the disk, or waited on nothing) never counts."""
     bp = BestPractice(
         4, "High-performance storage (e.g. SSD) improves the usability of DL applications with "
            "many small input files.",
-        "Runs of the same scenario on fast storage (storage=native, or host storage ssd/nvme/"
-        "tmpfs) and on slow storage (storage=throttled, an emulated HDD, or host storage hdd): "
-        "supports when the fast storage gives a significantly lower E2E, opposes when not. "
-        "Holds when at least one app gains significantly: the practice is about apps with many "
-        "small inputs, and an app that reads one file (NLP's SQuAD set) is expected not to care.")
-    fast_names = ("native", "ssd", "nvme", "tmpfs", "ram")
-    by_storage: dict[str, list[Any]] = {}
-    for r in records:
-        storage = (r.host or {}).get("storage") or getattr(getattr(r.scenario, "storage", None), "value", None)
-        if storage:
-            by_storage.setdefault(str(storage).lower(), []).append(r)
-    support = oppose = 0
-    fast = [k for k in by_storage if k in fast_names]
-    slow = [k for k in by_storage if k not in fast_names]
+        "Runs of the same scenario on the native disk (storage=native) and on a throttled one "
+        "(storage=throttled), measured together: supports when the native disk gives a decided "
+        "faster E2E, opposes when decided equivalent or slower. Rounds where the throttle left no "
+        "trace (condition_ineffective) make the comparison not count. Holds when at least one app "
+        "gains: the practice is about apps with many small inputs, and an app that reads one "
+        "file (NLP's SQuAD set) is expected not to care.")
+    from .scenario import Storage
 
-    def same_deployment(cell: Cell) -> tuple[str, str]:
-        scenario = cell.scenario
-        if hasattr(scenario, "storage"):
-            scenario = scenario.with_(storage=type(scenario.storage)("native"))
-        return condition_free_key(scenario), cell.host
-
-    if fast and slow:
-        fast_cells = {same_deployment(c): c for k in fast for c in _usable(build_cells(by_storage[k]))}
-        for k in slow:
-            for c in _usable(build_cells(by_storage[k])):
-                f = fast_cells.get(same_deployment(c))
-                if f is None:
-                    continue
-                diff, _ = compare_cells(f, c)
-                better = diff.significant and diff.diff < 0
-                support += better
-                oppose += not better
-                bp.evidence.append(f"{c.name} {c.workload_label}: fast storage vs {k}: {diff.describe()}")
-    return _decide(bp, support, oppose, rule="any", needs=
+    tally = _Tally()
+    usable = _usable(cells)
+    index = {(c.scenario.with_(storage=Storage.NATIVE).key, c.host, c.accel, c.summary.data_set): c
+             for c in usable if c.scenario.storage is Storage.NATIVE}
+    for slow in usable:
+        if slow.scenario.storage is Storage.NATIVE:
+            continue
+        fast = index.get((slow.scenario.with_(storage=Storage.NATIVE).key, slow.host, slow.accel,
+                          slow.summary.data_set))
+        if fast is None:
+            continue
+        comp = compare_cells(judge, fast, slow)
+        if _ineffective(slow):
+            tally.undecided += 1
+            bp.evidence.append(f"{slow.name} {slow.workload_label}: the throttle left no trace in its "
+                               "runs (condition_ineffective): not counted")
+            continue
+        said = tally.add(comp, comp.verdict is FASTER)
+        bp.evidence.append(f"{slow.name} {slow.workload_label}: native vs throttled storage: {comp.text} -> {said}")
+    return _decide(bp, tally.support, tally.oppose, rule="any", undecided=tally.undecided, needs=
                    "the same scenarios run with storage = native and storage = throttled "
-                   "(a study's [host] storage = ['native', 'throttled'] with page_cache = 'cold'), or on hosts recording different storage")
+                   "(a study's [host] storage = ['native', 'throttled'] with page_cache = 'cold')")
 
 
 # -- 5 -------------------------------------------------------------------------------------
-def bp5_e2e_not_inference(cells: Sequence[Cell]) -> BestPractice:
+def bp5_e2e_not_inference(cells: Sequence[Cell], judge: Judge, margin: float = stats.DEFAULT_MARGIN
+                          ) -> BestPractice:
     bp = BestPractice(
         5, "When benchmarking to find the optimal deployment, measure the E2E inference time, "
            "not only the inference operation.",
-        "For pairs of scenarios of one app measured both E2E and --inference-only: the speedup of "
-        "one over the other by E2E against the same speedup by inference only (ratio of the two "
-        "ratios, delta-method 95% CI), for pairs that differ in one setting (platform, cores, mode "
-        "or processor). Supports when they differ significantly (E2E would rank or size the "
-        "choice differently), opposes when they agree within the CI. Holds when at least one "
-        "pair differs significantly: there an inference-only benchmark misleads.")
+        "For pairs of scenarios of one app measured both E2E and --inference-only (each side with "
+        ">= 3 launches): the speedup of one over the other by E2E against the same speedup by "
+        "inference only (ratio of the two ratios, 95% CI over the runs' means), for pairs that "
+        "differ in one setting (platform, cores, mode or processor). Supports when the CI excludes "
+        "1 (E2E would rank or size the choice differently), opposes when it lies within the "
+        "margin (they agree); otherwise undecided, not counted. Holds when at least one pair differs.")
     e2e = {(c.scenario.key, c.host, c.accel): c for c in _usable(cells)}
     only = {(c.scenario.with_(inference_only=False).key, c.host, c.accel): c
             for c in _usable(cells, inference_only=True)}
     both = [(e2e[k], only[k]) for k in e2e if k in only]
-    support = oppose = 0
+    tally = _Tally()
     groups: dict[str, list[tuple[Cell, Cell]]] = {}
     for pair in both:
         groups.setdefault(pair[0].workload_label + pair[0].host, []).append(pair)
@@ -248,23 +279,30 @@ def bp5_e2e_not_inference(cells: Sequence[Cell]) -> BestPractice:
         pairs.sort(key=lambda p: p[0].name)
         for i, (a_e, a_i) in enumerate(pairs):
             for b_e, b_i in pairs[i + 1:]:
-                if min(len(x.records) for x in (a_e, a_i, b_e, b_i)) < 2:
+                if min(x.summary.launches for x in (a_e, a_i, b_e, b_i)) < judge.min_launches:
                     continue
                 if _settings_differing(a_e, b_e) != 1:
                     continue
-                rr = ratio_of_ratios(b_e.values("e2e")[0], a_e.values("e2e")[0],
-                                     b_i.values("infer")[0], a_i.values("infer")[0])
+                rr = ratio_of_ratios(b_e.values("e2e"), a_e.values("e2e"),
+                                     b_i.values("infer"), a_i.values("infer"), 1 - judge.alpha)
                 sp_e = a_e.summary.e2e_mean_ms / b_e.summary.e2e_mean_ms
                 sp_i = a_i.summary.infer_ms / b_i.summary.infer_ms
-                support += rr.significant
-                oppose += not rr.significant
+                within = rr.low >= 1 / (1 + margin) and rr.high <= 1 + margin
+                if rr.significant:
+                    tally.support += 1
+                    said = "the speedups differ: for"
+                elif within:
+                    tally.oppose += 1
+                    said = f"they agree within ±{margin:.0%}: against"
+                else:
+                    tally.undecided += 1
+                    said = "undecided: not counted"
                 bp.evidence.append(
                     f"{b_e.name} vs {a_e.name} ({a_e.app}): speedup {sp_e:.2f}x E2E vs {sp_i:.2f}x "
-                    f"inference only; ratio {rr.value:.2f} (CI {rr.low:.2f}..{rr.high:.2f}, "
-                    f"{'significant' if rr.significant else 'not significant'})")
-    return _decide(bp, support, oppose,
-                   "the same >= 2 scenarios run both E2E and with --inference-only, >= 2 runs each",
-                   rule="any")
+                    f"inference only; ratio {rr.value:.2f} (CI {rr.low:.2f}..{rr.high:.2f}) -> {said}")
+    return _decide(bp, tally.support, tally.oppose,
+                   "the same >= 2 scenarios run both E2E and with --inference-only, >= 3 launches each",
+                   rule="any", undecided=tally.undecided)
 
 
 def _settings_differing(a: Cell, b: Cell) -> int:
@@ -273,18 +311,18 @@ def _settings_differing(a: Cell, b: Cell) -> int:
 
 
 # -- 6 -------------------------------------------------------------------------------------
-def bp6_gpu(cells: Sequence[Cell]) -> BestPractice:
+def bp6_gpu(cells: Sequence[Cell], judge: Judge) -> BestPractice:
     bp = BestPractice(
         6, "If pre- and post-processing dominate E2E time, a GPU is not necessarily helpful; "
            "scaling up the CPU may be the better trade-off.",
         f"GPU scenarios whose pre+post-processing take >= {_pct(PHASES_DOMINATE)} of their E2E, "
         "against the fastest CPU scenario of the same platform, mode and workload (any cores): "
-        "supports when the GPU is not significantly faster E2E, opposes when it is.")
+        "supports when the GPU is decided not faster (equivalent or slower), opposes when decided faster.")
     usable = _usable(cells)
     gpus = [c for c in usable if c.scenario.processor is Processor.GPU]
     if not gpus:
         return _decide(bp, 0, 0, "GPU runs")
-    support = oppose = 0
+    tally = _Tally()
     for g in gpus:
         share = 1 - g.phase_shares()["infer"]
         cpus = [c for c in usable if c.scenario.processor is Processor.CPU and c.host == g.host
@@ -295,53 +333,51 @@ def bp6_gpu(cells: Sequence[Cell]) -> BestPractice:
         if share < PHASES_DOMINATE:
             bp.evidence.append(f"{g.name} {g.workload_label}: pre+post only {_pct(share)} of E2E (not dominant)")
             continue
-        diff, _ = compare_cells(g, best)
-        gpu_wins = diff.significant and diff.diff < 0
-        support += not gpu_wins
-        oppose += gpu_wins
+        comp = compare_cells(judge, g, best)
+        said = tally.add(comp, comp.verdict is not FASTER)
         bp.evidence.append(f"{g.name} {g.workload_label} (pre+post {_pct(share)}) vs best CPU {best.name}: "
-                           f"{diff.describe()}")
-    return _decide(bp, support, oppose, "GPU runs of an app whose pre/post-processing dominate E2E, "
-                                        "with CPU runs of the same platform")
+                           f"{comp.text} -> {said}")
+    return _decide(bp, tally.support, tally.oppose, "GPU runs of an app whose pre/post-processing "
+                                                     "dominate E2E, with CPU runs of the same platform",
+                   undecided=tally.undecided)
 
 
 # -- 7 -------------------------------------------------------------------------------------
-def bp7_containers_edge(cells: Sequence[Cell]) -> BestPractice:
+def bp7_containers_edge(cells: Sequence[Cell], judge: Judge) -> BestPractice:
     bp = BestPractice(
         7, "The container platform imposes the least overhead and suits the edge (where a "
            "container gets all the device's cores, CHR = 1).",
         "At CHR = 1 (all host cores), per mode (vanilla first: the edge has no pinning), native "
         "accelerators only: CN against each other virtualization platform (VM, VMCN, MVM) of the "
-        "same workload: supports when CN is faster or not significantly slower, opposes when the "
-        "other platform is significantly faster.")
+        "same workload: supports when CN is decided faster or equivalent, opposes when the other "
+        "platform is decided faster.")
     usable = [c for c in _usable(cells) if c.chr == 1.0 and c.scenario.processor is Processor.CPU]
-    support = oppose = 0
+    tally = _Tally()
     for mode in (CpuMode.VNL, CpuMode.PIN):
         cns = [c for c in usable if c.scenario.platform is PlatformName.CN and c.scenario.cpu_mode is mode]
         for cn in cns:
             bm = next((c for c in usable if c.scenario.key == cn.scenario.with_(platform=PlatformName.BM).key
                        and c.host == cn.host), None)
             if bm is not None:
-                d, _ = compare_cells(cn, bm)
-                bp.evidence.append(f"{cn.name} vs {bm.name}: {d.describe()} (overhead against BM)")
+                bp.evidence.append(f"{cn.name} vs {bm.name}: {compare_cells(judge, cn, bm).text} (overhead against BM)")
             for other in usable:
                 if other.scenario.platform.value not in ("VM", "VMCN", "MVM") or other.host != cn.host:
                     continue
                 if other.scenario.with_(platform=PlatformName.CN).key != cn.scenario.key:
                     continue
-                d, _ = compare_cells(cn, other)
-                other_wins = d.significant and d.diff > 0
-                support += not other_wins
-                oppose += other_wins
-                bp.evidence.append(f"{cn.name} vs {other.display}: {d.describe()}")
+                comp = compare_cells(judge, cn, other)
+                said = tally.add(comp, comp.verdict is not SLOWER)
+                bp.evidence.append(f"{cn.name} vs {other.display}: {comp.text} -> {said}")
     emulated = [c for c in cells if c.emulated and c.chr == 1.0]
-    if emulated and not support + oppose:
+    if emulated and not tally.support + tally.oppose:
         bp.evidence.append(f"{len(emulated)} TCG-emulated VM scenario(s) at CHR = 1 left out: not comparable")
-    return _decide(bp, support, oppose,
-                   "CN and VM/VMCN/MVM runs (KVM, not TCG) at all host cores (CHR = 1)")
+    return _decide(bp, tally.support, tally.oppose,
+                   "CN and VM/VMCN/MVM runs (KVM, not TCG) at all host cores (CHR = 1)",
+                   undecided=tally.undecided)
 
 
-def best_practices(cells: Sequence[Cell], records: Sequence[Any]) -> list[BestPractice]:
-    """All seven, in the paper's order."""
-    return [bp1_phases(cells), bp2_scale_up(cells), bp3_spare_cores(cells), bp4_storage(records),
-            bp5_e2e_not_inference(cells), bp6_gpu(cells), bp7_containers_edge(cells)]
+def best_practices(cells: Sequence[Cell], judge: Judge) -> list[BestPractice]:
+    """All seven, in the paper's order (their comparisons through ``judge``)."""
+    return [bp1_phases(cells), bp2_scale_up(cells, judge), bp3_spare_cores(cells, judge),
+            bp4_storage(cells, judge), bp5_e2e_not_inference(cells, judge, judge.margin),
+            bp6_gpu(cells, judge), bp7_containers_edge(cells, judge)]

@@ -1,11 +1,18 @@
 """Recommendations under a user's constraints, and the comparison of two scenarios.
 
-DESIGN: the objective is the lowest mean E2E time per request; constraints filter first
-(cores, platforms, a latency SLO on the p90 or p99 of the per-request E2E times). The
-winner is compared with the runner-up by Welch's test: when they are not significantly
-different the recommendation says so ("within the CI"), since the data then cannot pick one.
-Inference-only runs, TCG-emulated VMs and runs on a busy host (when idle ones exist) never
-win: they do not measure what a deployment would see.
+DESIGN: the question "which deployment gives my app the lowest mean E2E time?" is answered
+as ranking and selection with an indifference zone (``stats.select_best``): "pick X: every
+other scenario is slower than X, or within the margin of X". It is *decided* when every
+rival is cleared; the procedure then guarantees that X is within the margin of the truly
+fastest scenario with probability >= 1 - alpha (Bonferroni over the rivals), however X was
+picked. Constraints filter first (cores, platforms, a latency SLO on the p90 or p99 per
+request, the queue included under the Server scenario). Inference-only runs, TCG-emulated
+guests and runs on a busy host never compete: they do not measure what a deployment sees.
+
+A rival decided ``equivalent`` to X is as good a choice within the margin, and then the
+cheaper deployment wins the tie (``tie_break_key``): fewer cores, then less isolation
+(BM, CN, MVM, VM, VMCN), then the smaller measured footprint where one is recorded, then
+the lower mean. The report says which it recommends and why.
 """
 from __future__ import annotations
 
@@ -13,8 +20,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .findings import Cell, Comparison, compare_cells
-from .scenario import Scenario, ScenarioError
+from . import stats
+from .findings import Cell, Comparison, Judge, verdict_text
+from .scenario import PlatformName, Scenario, ScenarioError
+
+#: isolation cost, for the tie-break among equivalent scenarios
+ISOLATION_RANK = {PlatformName.BM: 0, PlatformName.CN: 1, PlatformName.MVM: 2, PlatformName.VM: 3,
+                  PlatformName.VMCN: 4}
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,7 @@ class Constraints:
     def parse_platforms(cls, text: str | None) -> tuple[str, ...] | None:
         if not text:
             return None
-        from .scenario import PlatformName, _enum_value
+        from .scenario import _enum_value
 
         return tuple(_enum_value(PlatformName, p.strip(), "platform").value
                      for p in text.split(",") if p.strip())
@@ -64,51 +76,137 @@ class Constraints:
         return None
 
 
+def tie_break_key(cell: Cell) -> tuple:
+    """The cheaper of two equivalent deployments sorts first: fewer cores, less isolation,
+    the smaller recorded footprint (where the runs have one), then the lower mean."""
+    footprint = _footprint_cost(cell)
+    return (cell.scenario.cores, ISOLATION_RANK.get(cell.scenario.platform, 9), footprint,
+            cell.summary.e2e_mean_ms)
+
+
+def _footprint_cost(cell: Cell) -> tuple:
+    try:
+        from .footprint import cost_key
+    except ImportError:  # a version without footprints
+        return ()
+    return tuple(cost_key(cell.records))
+
+
+@dataclass
+class Rival:
+    cell: Cell
+    comparison: stats.PairedComparison  # rival against the best
+    cleared: bool
+
+    @property
+    def equivalent(self) -> bool:
+        return self.comparison.verdict is stats.Verdict.EQUIVALENT
+
+
 @dataclass
 class Recommendation:
     workload: str  # e.g. "ic (tiny, torch, 32 req)"
     host: str
     constraints: Constraints
-    best: Cell | None
-    runner_up: Cell | None
-    margin: Comparison | None  # runner-up against best
+    best: Cell | None  # the selection's pick (the fastest on the data)
+    recommended: Cell | None  # the pick after the tie-break among equivalents
+    rivals: list[Rival]
+    selection: stats.Selection | None
     considered: int
     rejected: dict[str, int] = field(default_factory=dict)
 
     @property
+    def decided(self) -> bool:
+        return self.best is not None and (self.selection is None or self.selection.decided)
+
+    @property
+    def runner_up(self) -> Cell | None:
+        return min(self.rivals, key=lambda r: r.comparison.ratio).cell if self.rivals else None
+
+    @property
+    def equivalents(self) -> list[Cell]:
+        return [r.cell for r in self.rivals if r.equivalent]
+
+    @property
+    def undecided(self) -> list[Rival]:
+        return [r for r in self.rivals if not r.cleared]
+
+    @property
     def tie(self) -> bool:
-        return self.margin is not None and not self.margin.diff.significant
+        """Undecided: the data cannot yet say which to pick."""
+        return self.best is not None and not self.decided
+
+    @property
+    def pcs(self) -> float | None:
+        """The probability of a correct selection the procedure guarantees (None: undecided)."""
+        if self.best is None:
+            return None
+        if self.selection is None:  # a single candidate: nothing to select among
+            return 1.0
+        return self.selection.guaranteed_pcs
 
     @property
     def text(self) -> str:
         if self.best is None:
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.rejected.items())) or "no runs"
             return f"no scenario meets the constraints ({self.constraints.describe()}): {why}"
-        b = self.best.summary
+        pick = self.recommended or self.best
+        b = pick.summary
         tail = b.p90_ms if self.constraints.slo_percentile == 90 else b.p99_ms
         ci = "" if math.isnan(b.e2e_ci95_ms) else f" ± {b.e2e_ci95_ms:.2f}"
-        out = (f"{self.best.display}: {b.e2e_mean_ms:.2f}{ci} ms per request "
+        out = (f"{pick.display}: {b.e2e_mean_ms:.2f}{ci} ms per request "
                f"(p{self.constraints.slo_percentile} {tail:.2f} ms)")
-        if self.runner_up is None or self.margin is None:
+        if not self.rivals:
             return out + "; the only scenario that meets the constraints"
-        d = self.margin.diff
-        out += f"; runner-up {self.runner_up.display} is {d.describe()}"
-        if self.tie:
-            out += ": within the CI, the data cannot tell them apart (either is fine; more runs would decide)"
+        margin = self.selection.margin if self.selection else stats.DEFAULT_MARGIN
+        if self.decided:
+            out += (f"; decided: every other scenario is slower or within ±{margin:.0%} of "
+                    f"{self.best.display} (probability of a correct selection >= {self.pcs:.0%})")
+            if pick is not self.best:
+                out += (f"; {pick.display} is equivalent to the fastest, {self.best.display}, and "
+                        "cheaper (fewer cores or less isolation), so it wins the tie")
+            elif self.equivalents:
+                out += f"; equivalent within ±{margin:.0%}: {', '.join(c.display for c in self.equivalents)}"
         else:
-            out += ": the best is significantly faster"
+            pending = ", ".join(r.cell.display for r in self.undecided)
+            out += (f"; not decided yet: {pending} could still be faster than {self.best.display} "
+                    f"beyond ±{margin:.0%} (more launches would decide)")
         return out
 
     def to_json(self) -> dict[str, Any]:
+        pick = self.recommended or self.best
         return {"workload": self.workload, "host": self.host, "constraints": self.constraints.describe(),
-                "best": self.best.display if self.best else None,
-                "runner_up": self.runner_up.display if self.runner_up else None,
-                "margin": self.margin.to_json() if self.margin else None, "tie": self.tie,
+                "best": [c.display for c in ([self.best] + self.equivalents)] if self.best else [],
+                "fastest": self.best.display if self.best else None,
+                "recommended": pick.display if pick else None, "decided": self.decided,
+                "undecided_pairs": [[self.best.display, r.cell.display] for r in self.undecided]
+                if self.best else [],
+                "probability_correct_selection": self.pcs,
+                "margin": self.selection.margin if self.selection else None,
+                "rivals": [{"scenario": r.cell.display, "cleared": r.cleared,
+                            **{k: v for k, v in r.comparison.to_json().items() if k not in ("a", "b", "text")},
+                            "text": verdict_text(r.comparison)}
+                           for r in self.rivals],
                 "considered": self.considered, "rejected": self.rejected, "text": self.text}
 
 
-def recommend(cells: Sequence[Cell], constraints: Constraints = Constraints()) -> list[Recommendation]:
-    """One recommendation per workload (app and its settings) and host."""
+def candidates_of(group: Sequence[Cell], constraints: Constraints) -> tuple[list[Cell], dict[str, int]]:
+    rejected: dict[str, int] = {}
+    out = []
+    for c in group:
+        reason = ("TCG-emulated (not comparable)" if c.emulated else
+                  "busy host" if c.host_load != "idle" else constraints.rejects(c))
+        if reason:
+            rejected[reason] = rejected.get(reason, 0) + 1
+        else:
+            out.append(c)
+    return out, rejected
+
+
+def recommend(cells: Sequence[Cell], constraints: Constraints = Constraints(), *,
+              margin: float = stats.DEFAULT_MARGIN, alpha: float = stats.DEFAULT_ALPHA,
+              min_launches: int = stats.MIN_LAUNCHES) -> list[Recommendation]:
+    """One recommendation per workload (app, its settings, host conditions, data set) and host."""
     groups: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
         if c.scenario.inference_only:
@@ -116,55 +214,60 @@ def recommend(cells: Sequence[Cell], constraints: Constraints = Constraints()) -
         groups.setdefault((c.workload, c.host), []).append(c)
     out = []
     for (_w, host), group in sorted(groups.items(), key=lambda kv: (kv[1][0].workload_label, kv[0][1])):
-        rejected: dict[str, int] = {}
-        idle_exists = any(c.host_load in ("", "idle") for c in group)
-        candidates = []
-        for c in group:
-            reason = ("TCG-emulated (not comparable)" if c.emulated else
-                      "busy host" if idle_exists and c.host_load not in ("", "idle") else
-                      constraints.rejects(c))
-            if reason:
-                rejected[reason] = rejected.get(reason, 0) + 1
-            else:
-                candidates.append(c)
-        candidates.sort(key=lambda c: c.summary.e2e_mean_ms)
-        best = candidates[0] if candidates else None
-        runner = candidates[1] if len(candidates) > 1 else None
-        margin = Comparison(runner, best, *compare_cells(runner, best)) if best and runner else None
-        out.append(Recommendation(group[0].workload_label, host, constraints, best, runner, margin,
-                                  len(candidates), rejected))
+        candidates, rejected = candidates_of(group, constraints)
+        if not candidates:
+            out.append(Recommendation(group[0].workload_label, host, constraints, None, None, [], None,
+                                      0, rejected))
+            continue
+        by_id = {c.id: c for c in candidates}
+        if len(candidates) == 1:
+            only = candidates[0]
+            out.append(Recommendation(group[0].workload_label, host, constraints, only, only, [], None,
+                                      1, rejected))
+            continue
+        rounds = [r for c in candidates for r in c.rounds()]
+        selection = stats.select_best(rounds, [c.id for c in candidates], margin=margin, alpha=alpha,
+                                      min_launches=min_launches)
+        best = by_id[selection.best] if selection.best else None
+        rivals = [Rival(by_id[r.name], r.comparison, r.cleared) for r in selection.rivals]
+        recommended = best
+        if best is not None and selection.decided:
+            tied = [best] + [r.cell for r in rivals if r.equivalent]
+            recommended = min(tied, key=tie_break_key)
+        out.append(Recommendation(group[0].workload_label, host, constraints, best, recommended, rivals,
+                                  selection, len(candidates), rejected))
     return out
 
 
-def compare_scenarios(cells: Sequence[Cell], a_name: str, b_name: str, *, app: str | None = None,
-                      inference_only: bool = False) -> list[Comparison]:
+def compare_scenarios(cells: Sequence[Cell], a_name: str, b_name: str, judge: Judge, *,
+                      app: str | None = None, inference_only: bool = False) -> list[Comparison]:
     """``a`` against ``b`` (names ``PLATFORM/CORES/MODE/PROC``) for every workload and host
     where both were measured. Raises ScenarioError (one line) when there is nothing to compare."""
     a_s, b_s = Scenario.parse(a_name), Scenario.parse(b_name)
-    pick = [c for c in cells if (app is None or c.app == app) and c.scenario.inference_only == inference_only]
-
-    def matches(c: Cell, s: Scenario) -> bool:
-        return c.name == s.name
-
-    found_a = [c for c in pick if matches(c, a_s)]
-    found_b = [c for c in pick if matches(c, b_s)]
+    by_app = [c for c in cells if app is None or c.app == app]
+    pick = [c for c in by_app if c.scenario.inference_only == inference_only]
     what = f" for app {app}" if app else ""
-    for name, found in ((a_s.name, found_a), (b_s.name, found_b)):
-        if not found and any(c.name == name and (app is None or c.app == app) for c in cells):
-            kind, other, fix = (("--inference-only", "E2E", "drop --inference-only") if inference_only
-                                else ("E2E", "--inference-only", "add --inference-only"))
-            raise ScenarioError(f"no successful {kind} runs of {name}{what} in this store, only "
-                                f"{other} ones: {fix}")
-        if not found:
+    for name in (a_s.name, b_s.name):
+        if not [c for c in pick if c.name == name]:
+            other = [c for c in by_app if c.name == name]
+            if other:
+                have, flag = (("--inference-only", "add --inference-only") if not inference_only
+                              else ("E2E", "drop --inference-only"))
+                raise ScenarioError(f"no successful {'--inference-only' if inference_only else 'E2E'} "
+                                    f"runs of {name}{what} in this store, only {have} ones: {flag}")
             known = sorted({c.name for c in pick})
             raise ScenarioError(f"no successful runs of {name}{what} in this store"
                                 f"{': it has ' + ', '.join(known) if known else ''}")
     out = []
-    for a in found_a:
-        for b in found_b:
-            if a.workload == b.workload and a.host == b.host and a.host_load == b.host_load:
-                out.append(Comparison(a, b, *compare_cells(a, b)))
+    for a in (c for c in pick if c.name == a_s.name):
+        for b in (c for c in pick if c.name == b_s.name):
+            if a.workload == b.workload and a.host == b.host:
+                out.append(Comparison(a, b, judge.compare(a, b)))
     if not out:
         raise ScenarioError(f"{a_s.name} and {b_s.name} were never measured with the same app, "
                             f"workload and host: nothing to compare")
     return out
+
+
+__all__ = ["Constraints", "Recommendation", "compare_scenarios", "recommend", "tie_break_key",
+           "verdict_text"]

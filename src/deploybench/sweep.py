@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 from . import stats
 from .execute import BlockSet, Contender, RunSettings, run_block_set
 from .platforms.ledger import Ledger
-from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Scenario, Storage
+from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Scenario, Storage
 from .store import FAILED_STATUSES, RunRecord, Store
 
 #: seconds a launch and a round cost before any is measured (for the first epoch's plan)
@@ -92,9 +92,10 @@ class PlannedScenario:
 # -- groups and what they need ----------------------------------------------------------------
 def group_key(scenario: Scenario, emulated: bool) -> str:
     """Scenarios measured together: one workload (app, size, backend, LoadGen scenario,
-    requests, batch, inference-only), any deployment and host conditions."""
+    requests, batch, inference-only), any deployment (CPU or GPU included) and host
+    conditions."""
     workload = scenario.with_(platform=PlatformName.BM, cores=1, cpu_mode=CpuMode.VNL,
-                              host_load=HostLoad.IDLE, page_cache=PageCache.WARM,
+                              processor=Processor.CPU, host_load=HostLoad.IDLE, page_cache=PageCache.WARM,
                               storage=Storage.NATIVE)
     return workload.key + ("|emulated" if emulated else "")
 

@@ -1,11 +1,16 @@
 """Synthetic RunRecords with controlled distributions, for tests and for trying the report
 without hours of measurements. Nothing here runs anything.
 
-DESIGN: run means are exact, not merely expected: the per-run deviations are standardised
-draws (sample mean 0, sample standard deviation 1) scaled by ``run_cv``, and each run's
-per-request times are standardised around that run's mean. A test that asks for "10% slower
-with a 1% run-to-run CV" gets exactly that, so findings can be checked against known
-answers without flaky tolerances.
+DESIGN: runs are organised as the tool measures them (DESIGN.md, "How measuring is
+organised"): ``runs`` launches of each scenario, ``rounds`` measured rounds in each launch,
+and every round in a *block* shared with the other scenarios of its workload measured in the
+same launch epoch (block id ``{group}-e{launch}-b{round}``), so paired comparisons see
+them as the racing sweep stores them. Launch means are exact, not merely expected: the
+per-launch deviations are standardised draws (sample mean 0, sample standard deviation 1)
+scaled by ``run_cv``; round-to-round noise within a launch (``round_cv``) is standardised
+the same way around the launch mean, and each round's per-request times around the round's
+mean. A test that asks for "10% slower with a 1% launch-to-launch CV" gets a mean exactly
+10% slower, so findings can be checked against known answers without flaky tolerances.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .scenario import CpuMode, Scenario
+from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Scenario, Storage
 from .store import RunRecord
 from .warnings import WarningCode, warning
 
@@ -30,7 +35,18 @@ def _standardised(rng: np.random.Generator, n: int) -> np.ndarray:
     return z / sd if sd > 0 else z
 
 
+def block_group(scenario: Scenario, accel: str | None = None, seed: int = 0) -> str:
+    """The blocks a scenario's rounds are measured in: one per workload (any deployment and
+    host conditions, as ``sweep.group_key``), TCG-emulated guests apart, and per ``seed``."""
+    workload = scenario.with_(platform=PlatformName.BM, cores=1, cpu_mode=CpuMode.VNL,
+                              processor=Processor.CPU, host_load=HostLoad.IDLE,
+                              page_cache=PageCache.WARM, storage=Storage.NATIVE)
+    key = f"{workload.key}{'|emulated' if accel == 'tcg' else ''}|s{seed}"
+    return f"w{zlib.crc32(key.encode()):08x}"
+
+
 def synthetic_runs(name: str, mean_ms: float, *, app: str = "ic", runs: int = 3,
+                   rounds: int = 1, round_cv: float = 0.0,
                    run_cv: float = 0.01, run_means: Sequence[float] | None = None,
                    phase_shares: tuple[float, float, float] = (0.25, 0.7, 0.05),
                    requests: int = 32, request_cv: float = 0.05, model_size: str = "tiny",
@@ -41,32 +57,47 @@ def synthetic_runs(name: str, mean_ms: float, *, app: str = "ic", runs: int = 3,
                    migrations_per_request: float | None = None,
                    start_latency_s: float | None = None, failed: int = 0,
                    failure_reason: str = "the worker failed: synthetic failure",
-                   storage: str | None = None, started_at: float = 1.7e9) -> list[RunRecord]:
-    """``runs`` successful runs (plus ``failed`` failed ones) of scenario ``name``
-    (``PLATFORM/CORES/MODE/PROC``) whose mean E2E per request is ``mean_ms`` and whose run
-    means vary with coefficient of variation ``run_cv`` (or are exactly ``run_means``)."""
+                   storage: str | None = None, started_at: float = 1.7e9,
+                   blocks: str | None = None) -> list[RunRecord]:
+    """``runs`` launches of ``rounds`` successful rounds each (plus ``failed`` failed runs)
+    of scenario ``name`` (``PLATFORM/CORES/MODE/PROC``) whose mean E2E per request is
+    ``mean_ms``, whose launch means vary with coefficient of variation ``run_cv`` (or are
+    exactly ``run_means``) and whose rounds vary around their launch's mean with ``round_cv``.
+    ``blocks`` names the block group (default: :func:`block_group`); a scenario measured
+    apart from the others gets its own."""
     conditions = {key: value for key, value in (("host_load", host_load), ("storage", storage)) if value}
     scenario = Scenario.parse(name, app=app, model_size=model_size, backend=backend,
                               requests=requests, inference_only=inference_only, **conditions)
-    rng = np.random.default_rng(zlib.crc32(repr((name, app, seed, inference_only, host_load, accel)).encode()))
+    identity = repr((name, app, seed, inference_only, host_load, storage, accel, model_size, host))
+    rng = np.random.default_rng(zlib.crc32(identity.encode()))
     if run_means is None:
         run_means = list(mean_ms * (1 + run_cv * _standardised(rng, runs)))
+    group = blocks if blocks is not None else block_group(scenario, accel, seed)
+    tag = f"{zlib.crc32(identity.encode()):08x}"
     shares = np.asarray(phase_shares, dtype=float)
     shares = shares / shares.sum()
     records: list[RunRecord] = []
     t = started_at + seed * 1e4
-    for rep, run_mean in enumerate(run_means):
-        e2e_ms = run_mean * (1 + request_cv * _standardised(rng, requests))
-        cols = {phase: [int(round(v * share * 1e6)) for v in e2e_ms]
-                for phase, share in zip(("preprocess_ns", "infer_ns", "postprocess_ns"), shares)}
-        run_s = float(e2e_ms.sum()) / 1e3
-        records.append(_record(scenario, "ok", rep, t, run_s, host, host_cores, accel, host_load,
-                               warnings, throttled_share, migrations_per_request,
-                               start_latency_s, storage, cols))
-        t += run_s + 1
-    for rep in range(failed):
-        record = _record(scenario, "failed", len(run_means) + rep, t, 1.0, host, host_cores, accel,
+    rep = 0
+    for launch, launch_mean in enumerate(run_means):
+        round_means = launch_mean * (1 + round_cv * _standardised(rng, rounds))
+        for k, round_mean in enumerate(round_means):
+            e2e_ms = round_mean * (1 + request_cv * _standardised(rng, requests))
+            cols = {phase: [int(round(v * share * 1e6)) for v in e2e_ms]
+                    for phase, share in zip(("preprocess_ns", "infer_ns", "postprocess_ns"), shares)}
+            run_s = float(e2e_ms.sum()) / 1e3
+            record = _record(scenario, "ok", rep, t, run_s, host, host_cores, accel, host_load,
+                             warnings, throttled_share, migrations_per_request,
+                             start_latency_s, storage, cols)
+            record.launch_id, record.launch_round = f"syn-{tag}-L{launch}", k + 1
+            record.block_id, record.block_pos = f"{group}-e{launch}-b{k}", 0
+            records.append(record)
+            rep += 1
+            t += run_s + 1
+    for n in range(failed):
+        record = _record(scenario, "failed", rep + n, t, 1.0, host, host_cores, accel,
                          host_load, (), None, None, None, storage, {})
+        record.launch_id = f"syn-{tag}-F{n}"
         record.error = failure_reason
         record.console_tail = "Traceback (most recent call last): ... synthetic"
         records.append(record)

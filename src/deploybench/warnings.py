@@ -21,6 +21,8 @@ class WarningCode(str, Enum):
     FEW_SAMPLES = "few_samples"
     CONDITION_UNMET = "condition_unmet"
     CONCURRENT_RUN = "concurrent_run"
+    LOADGEN_INVALID = "loadgen_invalid"
+    CONDITION_INEFFECTIVE = "condition_ineffective"
 
 
 HINTS: dict[WarningCode, str] = {
@@ -40,6 +42,11 @@ HINTS: dict[WarningCode, str] = {
     "throttled storage) could not be applied; run as root or change the study",
     WarningCode.CONCURRENT_RUN: "another deploybench session measured on this host at the same "
     "time; run studies one after the other (drop --allow-concurrent)",
+    WarningCode.LOADGEN_INVALID: "LoadGen judged the run INVALID (its latency bound or arrival "
+    "rate was not met): lower --target-qps, or find the rate it sustains with `deploybench capacity`",
+    WarningCode.CONDITION_INEFFECTIVE: "the host condition left no trace in the timed requests "
+    "(nothing read from the disk, no time spent waiting on it): the round measured a warm, "
+    "unthrottled path; this run never feeds a storage or cache verdict",
 }
 
 

@@ -45,12 +45,18 @@ def test_show_json_has_the_documented_keys(tmp_path):
     result = runner.invoke(app, ["show", "--db", str(db), "--json"])
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
-    for key in ("scenario", "app", "runs", "e2e_mean_ms", "e2e_ci95_ms", "p50_ms", "p90_ms", "p99_ms",
-                "pre_ms", "infer_ms", "post_ms", "samples_per_s", "affinity_cpus", "warnings"):
-        assert key in row
+    for key in ("scenario", "app", "runs", "launches", "e2e_mean_ms", "e2e_ci95_ms", "ci_basis", "p50_ms",
+                "p90_ms", "p99_ms", "pre_ms", "infer_ms", "post_ms", "queue_ms", "samples_per_s",
+                "affinity_cpus", "warnings", "requests", "loadgen_scenario", "batch_size", "inference_only",
+                "data_set", "data_count", "data_seed", "host", "fingerprint", "loadgen_valid",
+                "loadgen_p99_ms", "loadgen_reason"):
+        assert key in row, key
     assert row["runs"] == 3 and row["scenario"] == "BM/1/PIN/CPU"
     assert row["e2e_mean_ms"] == pytest.approx(11.5)
-    assert row["ci_basis"] == "runs" and row["e2e_ci95_ms"] == pytest.approx(0.0, abs=1e-9)
+    # runs stored without a launch count as a launch each: the CI is over launches
+    assert row["ci_basis"] == "launches" and row["launches"] == 3
+    assert row["e2e_ci95_ms"] == pytest.approx(0.0, abs=1e-9)
+    assert row["requests"] == 32 and "scenario_key" in row  # plain fields, not only inside the key
 
 
 def test_help_does_not_import_torch():

@@ -2,6 +2,8 @@
 tests/integration/test_report_browser.py opens the file in Chromium)."""
 from __future__ import annotations
 
+import json
+
 import re
 
 import pytest
@@ -100,7 +102,7 @@ def test_recommendation_section_shows_constraints_and_the_best(full_study):
     html = render_html(analyze(full_study, Constraints(max_cores=2, platforms=("BM", "CN"))))
     rec = html.split('<section id="recommendation">')[1].split("</section>")[0]
     assert "at most 2 cores, platforms BM,CN" in rec
-    assert "Best: <strong>BM/2/" in rec or "Best: <strong>CN/2/" in rec
+    assert "<strong>BM/2/" in rec or "<strong>CN/2/" in rec
 
 
 def test_report_of_no_runs_still_renders():
@@ -143,15 +145,41 @@ def test_cli_report_bad_options_are_one_line_errors(db, tmp_path):
     assert result.exit_code == 2 and "no store at" in result.output
 
 
-def test_cli_compare_prints_difference_ci_and_significance(db):
+def test_cli_compare_prints_the_ratio_its_ci_and_the_verdict_in_words(db):
     result = CliRunner().invoke(app, ["compare", "BM/2/PIN/CPU", "BM/1/PIN/CPU", "--db", str(db)])
     assert result.exit_code == 0, result.output
-    assert "-40.0% (CI" in result.output and "significant" in result.output
-    assert "BM/2/PIN/CPU is faster" in result.output
+    assert "0.600x (95% CI 0.5" in result.output and "faster" in result.output
+    assert "BM/2/PIN/CPU is 40.0% faster than BM/1/PIN/CPU" in result.output
     result = CliRunner().invoke(app, ["compare", "BM/2/VNL/CPU", "BM/2/PIN/CPU", "--db", str(db)])
-    assert "not significantly different" in result.output
+    assert result.exit_code == 0, result.output
+    assert "undecided" in result.output and "is not decided yet at 95% confidence" in result.output
+    result = CliRunner().invoke(app, ["compare", "BM/2/VNL/CPU", "BM/2/PIN/CPU", "--db", str(db), "--json"])
+    [row] = json.loads(result.output)
+    assert row["verdict"] == "undecided" and row["launch_pairs"] == 3 and row["margin"] == 0.05
 
 
 def test_cli_compare_unknown_scenario_is_a_one_line_error(db):
     result = CliRunner().invoke(app, ["compare", "CN/2/PIN/CPU", "BM/1/PIN/CPU", "--db", str(db)])
     assert result.exit_code == 2 and "no successful runs of CN/2/PIN/CPU" in result.output
+
+
+def test_cli_recommend_says_the_decision_and_its_confidence(db):
+    result = CliRunner().invoke(app, ["recommend", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ic (tiny, torch, 32 req): BM/2/PIN/CPU: 6.00")
+    assert "not decided yet: BM/2/VNL/CPU could still be faster" in result.output
+    result = CliRunner().invoke(app, ["recommend", "--db", str(db), "--json"])
+    data = json.loads(result.output)
+    assert set(data) >= {"decided", "best", "undecided_pairs", "recommendations", "margin", "confidence"}
+    # BM/2/PIN and BM/2/VNL (5% run CV, 3 launches) cannot be told apart yet
+    assert data["decided"] is False
+    assert data["undecided_pairs"] == [["BM/2/PIN/CPU", "BM/2/VNL/CPU"]]
+    [rec] = data["recommendations"]
+    assert rec["fastest"] == "BM/2/PIN/CPU" and rec["probability_correct_selection"] is None
+
+
+def test_cli_recommend_refuses_bad_constraints_and_empty_stores_in_one_line(db, tmp_path):
+    result = CliRunner().invoke(app, ["recommend", "--db", str(db), "--slo-percentile", "95"])
+    assert result.exit_code == 2 and "90 or 99" in result.output
+    result = CliRunner().invoke(app, ["recommend", "--db", str(db), "--app", "sr"])
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, ScaleUp, build_cells, causes,
-                        chr_trends, condition_free_key, gpu_speedups, overheads, pin_gains, scale_ups)
+from .. import stats
+from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, Judge, ScaleUp, build_cells, causes,
+                        chr_trends, condition_effects, condition_free_key, gpu_speedups, overheads,
+                        pin_gains, scale_ups)
 from ..practices import BestPractice, best_practices
 from ..recommend import Constraints, Recommendation, recommend
 from ..store import FAILED_STATUSES, RunRecord
@@ -25,14 +27,33 @@ REPORT_SCHEMA = 1
 
 
 @dataclass
+class EmulatedOverhead:
+    """A TCG-emulated guest beside BM: never measured with it in blocks (another group), so a
+    plain ratio of means, for orientation only."""
+
+    cell: Cell
+    baseline: Cell
+
+    @property
+    def ratio(self) -> float:
+        return self.cell.summary.e2e_mean_ms / self.baseline.summary.e2e_mean_ms
+
+    @property
+    def text(self) -> str:
+        return f"{self.ratio:.1f}x BM (emulated: not comparable, no verdict)"
+
+
+@dataclass
 class Analysis:
     records: list[RunRecord]
     cells: list[Cell]
     constraints: Constraints
+    judge: Judge
     overheads: list[Comparison]  # native platforms against BM
-    emulated_overheads: list[Comparison]  # TCG-emulated VMs against BM: never mixed in
+    emulated_overheads: list[EmulatedOverhead]  # TCG-emulated VMs beside BM: never mixed in
     scale_ups: list[ScaleUp]
     pin_gains: list[Comparison]
+    condition_effects: list[Comparison]
     chr_trends: list[ChrTrend]
     gpu_speedups: list[GpuSpeedup]
     causes: list[Causes]
@@ -53,27 +74,60 @@ class Analysis:
     def warmup_runs(self) -> int:
         return sum(1 for r in self.records if r.status == "warmup")
 
+    @property
+    def claims(self) -> list[Comparison]:
+        """Every comparison the report states a verdict on (one Holm family)."""
+        out = list(self.overheads) + list(self.pin_gains) + list(self.condition_effects)
+        for s in self.scale_ups:
+            out += s.steps
+        return out
+
+    @property
+    def verdict_counts(self) -> dict[str, int]:
+        return dict(Counter(c.verdict.value for c in self.claims))
+
 
 def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints(),
-            reference: Any = None) -> Analysis:
+            reference: Any = None, *, margin: float = stats.DEFAULT_MARGIN,
+            alpha: float = stats.DEFAULT_ALPHA) -> Analysis:
+    """Every finding of the report. All comparisons go through one ``Judge``: a first pass
+    makes them, ``decide`` corrects them as one family (Holm), a second pass gives every
+    finding and best practice the family's verdicts."""
     records = list(records)
     cells = build_cells(records)
-    ovh = overheads(cells)
+    judge = Judge(margin, alpha)
+    native = [c for c in cells if not c.emulated]
+
+    def findings() -> dict[str, Any]:
+        return {"overheads": overheads(native, judge), "scale_ups": scale_ups(native, judge),
+                "pin_gains": pin_gains(native, judge), "condition_effects": condition_effects(native, judge),
+                "gpu_speedups": gpu_speedups(native, judge),
+                "best_practices": best_practices(cells, judge)}
+
+    findings()  # pass 1: every comparison the report makes
+    judge.decide()  # one family
+    made = findings()  # pass 2: the family's verdicts
+    index = {(c.scenario.key, c.host, c.summary.data_set): c for c in cells if not c.emulated}
+    emulated = []
+    for c in cells:
+        if c.emulated and c.scenario.platform.value != "BM":
+            from ..scenario import PlatformName
+
+            base = index.get((c.scenario.with_(platform=PlatformName.BM).key, c.host, c.summary.data_set))
+            if base is not None:
+                emulated.append(EmulatedOverhead(c, base))
+    lines = []
     if reference is not None:
         from ..reference import beside_own
 
         lines = beside_own(reference, records)
-    else:
-        lines = []
     return Analysis(reference=reference, reference_lines=lines,
-        records=records, cells=cells, constraints=constraints,
-        overheads=[o for o in ovh if not o.cell.emulated],
-        emulated_overheads=[o for o in ovh if o.cell.emulated],
-        scale_ups=scale_ups(cells), pin_gains=pin_gains(cells), chr_trends=chr_trends(ovh),
-        gpu_speedups=gpu_speedups(cells), causes=[causes(c) for c in cells],
-        best_practices=best_practices(cells, records),
-        recommendations=recommend(cells, constraints),
-        warnings=_warnings(records), failures=_failures(records), metadata=_metadata(records))
+                    records=records, cells=cells, constraints=constraints, judge=judge,
+                    emulated_overheads=emulated, chr_trends=chr_trends(made["overheads"]),
+                    causes=[causes(c) for c in cells],
+                    recommendations=recommend(cells, constraints, margin=margin, alpha=alpha),
+                    warnings=_warnings(records), failures=_failures(records),
+                    metadata=_metadata(records), **made)
 
 
 def _warnings(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -141,7 +195,7 @@ def _slug(text: str) -> str:
 def figures(a: Analysis) -> list[F.Figure]:
     """The paper's figures for this data (placeholders say what data they need)."""
     out: list[F.Figure] = []
-    normal = [c for c in a.cells if not c.emulated and c.host_load in ("", "idle")]
+    normal = [c for c in a.cells if not c.emulated and c.host_load == "idle"]
     by_workload: dict[str, list[Cell]] = {}
     for c in normal:
         if not c.scenario.inference_only:
@@ -149,7 +203,7 @@ def figures(a: Analysis) -> list[F.Figure]:
     for i, (label, group) in enumerate(sorted(by_workload.items())):
         out.append(F.fig4_phases(group, f"fig4-{i}-{_slug(label)}", label))
     # Fig. 5: the GPU speedup, or its CPU analogue from inference-only runs
-    gpu = [g for g in a.gpu_speedups if not g.gpu.emulated and g.gpu.host_load in ("", "idle")]
+    gpu = [g for g in a.gpu_speedups if not g.gpu.emulated and g.gpu.host_load == "idle"]
     out.append(F.fig5_gpu(gpu))
     e2e = {(c.scenario.key, c.host): c for c in normal if not c.scenario.inference_only}
     pairs_by_wl: dict[str, list[tuple[Cell, Cell]]] = {}
@@ -165,7 +219,7 @@ def figures(a: Analysis) -> list[F.Figure]:
         if len(pairs) >= 2:
             ref = min(pairs, key=lambda p: (F._order(p[0])[0], p[0].scenario.cores,
                                             p[0].scenario.cpu_mode.value != "PIN"))
-            out.append(F.fig5_cpu_scaleup(pairs, ref, f"fig5cpu-{i}-{_slug(label)}", label))
+            out.append(F.fig5_cpu_scaleup(pairs, ref, f"fig5cpu-{i}-{_slug(label)}", label, a.judge))
     # Fig. 9: busy vs idle host
     idle = {(condition_free_key(c.scenario), c.host, c.accel): c for c in normal}
     busy_pairs = [(idle[k], c) for c in a.cells
@@ -173,11 +227,11 @@ def figures(a: Analysis) -> list[F.Figure]:
                   and (k := (condition_free_key(c.scenario), c.host, c.accel)) in idle]
     out.append(F.fig9_host_load(busy_pairs))
     # Figs. 10 and 11: normalised E2E across apps at one configuration
-    out += _normalised_figures(normal)
+    out += _normalised_figures(normal, a.judge)
     return out
 
 
-def _normalised_figures(cells: Sequence[Cell]) -> list[F.Figure]:
+def _normalised_figures(cells: Sequence[Cell], judge: Judge) -> list[F.Figure]:
     configs: dict[tuple, dict[str, dict[str, Cell]]] = {}
     for c in cells:
         if c.scenario.inference_only:
@@ -203,7 +257,7 @@ def _normalised_figures(cells: Sequence[Cell]) -> list[F.Figure]:
         configs[main], f"{cores}/{mode}/{proc}", "fig10", f"Fig. 10-like: normalised E2E at */{cores}/{mode}/{proc}",
         "Mean E2E of each platform over BM's at the same cores, mode and processor (the "
         "configuration with the most platforms measured), per app; error bars: 95% CI of the "
-        "ratio (Welch)."))
+        "paired ratio (over launch pairs of interleaved blocks).", judge))
     edge = [conf for conf in configs if conf[1] == "VNL" and conf[2] == "CPU"
             and any(c.chr == 1.0 for g in configs[conf].values() for c in g.values())]
     if edge:
@@ -213,7 +267,7 @@ def _normalised_figures(cells: Sequence[Cell]) -> list[F.Figure]:
                 configs[conf], f"{conf[0]}/VNL/CPU (CHR = 1)", "fig11",
                 f"Fig. 11-like: edge setting, */{conf[0]}/VNL/CPU at CHR = 1",
                 "The edge setting of the paper's Fig. 11: all host cores (CHR = 1), vanilla "
-                "mode; each platform's E2E over BM's, per app; error bars: 95% CI."))
+                "mode; each platform's E2E over BM's, per app; error bars: 95% CI.", judge))
         else:
             out[-1].title += " (also the Fig. 11-like edge setting: CHR = 1, vanilla)"
     return out
@@ -241,29 +295,60 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value * 100:.0f}%"
 
 
-def key_findings(a: Analysis) -> list[str]:
-    """A few sentences for the summary, from the findings (most significant first)."""
+def decision_lines(a: Analysis) -> list[str]:
+    """The report's first lines: the decision for each workload (app and settings)."""
     out = []
-    sig = sorted((o for o in a.overheads if o.diff.significant and o.cell.host_load in ("", "idle")
-                   and not o.cell.scenario.inference_only),
-                 key=lambda o: -abs(o.diff.relative))
-    if sig:
-        o = sig[0]
-        out.append(f"Largest significant overhead against BM: {o.cell.display} ({o.cell.workload_label}) "
+    for r in a.recommendations:
+        if r.best is None:
+            out.append(f"{r.workload}: {r.text}.")
+            continue
+        pick = r.recommended or r.best
+        if not r.rivals:
+            out.append(f"{r.workload}: only {pick.display} was measured; nothing to decide between.")
+        elif r.decided:
+            ties = f" (ties broken by footprint: {pick.display})" if pick is not r.best else ""
+            out.append(f"{r.workload}: decided: {pick.display}{ties}; every other scenario is slower or "
+                       f"within ±{r.selection.margin:.0%} of {r.best.display} (probability of a correct "
+                       f"selection >= {r.pcs:.0%}).")
+        else:
+            out.append(f"{r.workload}: undecided between {r.best.display} and "
+                       f"{', '.join(x.cell.display for x in r.undecided)}: more launches would decide.")
+    return out
+
+
+def key_findings(a: Analysis) -> list[str]:
+    """The summary: the decisions first, then the main findings, decided ones first."""
+    out = decision_lines(a)
+    claims = a.claims
+    if claims:
+        counts = a.verdict_counts
+        out.append(f"{len(claims)} comparison(s) stated in this report, decided together (Holm, "
+                   f"{(1 - a.judge.alpha):.0%}): " + ", ".join(f"{counts[v]} {v}" for v in
+                                                              ("faster", "slower", "equivalent", "undecided")
+                                                              if counts.get(v)) + ".")
+    decided = sorted((o for o in a.overheads if o.verdict in (stats.Verdict.SLOWER, stats.Verdict.FASTER)
+                      and o.cell.host_load == "idle" and not o.cell.scenario.inference_only),
+                     key=lambda o: -abs(math.log(o.ratio)))
+    if decided:
+        o = decided[0]
+        out.append(f"Largest decided difference against BM: {o.cell.display} ({o.cell.workload_label}) "
                    f"{o.text}.")
     elif a.overheads:
-        out.append(f"No platform differs significantly from BM in {len(a.overheads)} comparison(s).")
+        same = sum(1 for o in a.overheads if o.verdict is stats.Verdict.EQUIVALENT)
+        out.append(f"No platform is decided faster or slower than BM beyond the margin: {same} of "
+                   f"{len(a.overheads)} comparison(s) are equivalent, the others undecided.")
     else:
         out.append("Only bare metal (BM) was measured: there is no overhead against BM to report yet.")
     for s in a.scale_ups[:3]:
-        if not s.series[0].emulated and not s.series[0].scenario.inference_only:
+        if not s.series[0].scenario.inference_only:
             out.append(s.describe() + ".")
-    pins = [p for p in a.pin_gains if p.diff.significant and not p.cell.scenario.inference_only]
+    pins = [p for p in a.pin_gains if p.verdict in (stats.Verdict.SLOWER, stats.Verdict.FASTER)
+            and not p.cell.scenario.inference_only]
     if pins:
-        p = max(pins, key=lambda p: abs(p.diff.relative))
+        p = max(pins, key=lambda p: abs(math.log(p.ratio)))
         out.append(f"Pinning matters most for {p.cell.display} ({p.cell.workload_label}): PIN vs VNL {p.text}.")
     elif a.pin_gains:
-        out.append(f"PIN and VNL are not significantly different in any of {len(a.pin_gains)} pair(s).")
+        out.append(f"PIN and VNL are not decided apart beyond the margin in any of {len(a.pin_gains)} pair(s).")
     verdicts = Counter(bp.verdict for bp in a.best_practices)
     out.append("Best practices on this data: " + ", ".join(f"{n} {v}" for v, n in verdicts.items()) + ".")
     if a.emulated_overheads:
@@ -286,8 +371,9 @@ def render_html(a: Analysis, title: str = "deploybench report") -> str:
 
 
 def write_report(records: Sequence[RunRecord], out: Path,
-                 constraints: Constraints = Constraints(), reference: Any = None) -> Analysis:
-    analysis = analyze(records, constraints, reference)
+                 constraints: Constraints = Constraints(), reference: Any = None, *,
+                 margin: float = stats.DEFAULT_MARGIN, alpha: float = stats.DEFAULT_ALPHA) -> Analysis:
+    analysis = analyze(records, constraints, reference, margin=margin, alpha=alpha)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..findings import Cell, Comparison, GpuSpeedup, compare_cells  # noqa: E402
+from ..findings import Cell, GpuSpeedup, Judge, compare_cells  # noqa: E402
 
 PHASE_COLORS = {"pre": "#4C72B0", "infer": "#DD8452", "post": "#55A868"}
 PHASE_NAMES = {"pre": "pre-processing", "infer": "inference", "post": "post-processing"}
@@ -156,15 +156,19 @@ def fig5_gpu(speedups: Sequence[GpuSpeedup]) -> Figure:
 
 
 def fig5_cpu_scaleup(pairs: Sequence[tuple[Cell, Cell]], reference: tuple[Cell, Cell], key: str,
-                     workload: str) -> Figure:
+                     workload: str, judge: Judge) -> Figure:
     """The Fig. 5 contrast on CPU: each scenario's speedup over ``reference`` measured by
     inference only and by E2E (pairs are (E2E cell, inference-only cell))."""
     ref_e, ref_i = reference
     names, e2e, infer = [], [], []
     for e, i in sorted(pairs, key=lambda p: _order(p[0])):
         names.append(e.name)
-        e2e.append(GpuSpeedup.speedup(Comparison(e, ref_e, *compare_cells(e, ref_e))))
-        infer.append(GpuSpeedup.speedup(Comparison(i, ref_i, *compare_cells(i, ref_i, "infer"))))
+        if e is ref_e:  # the reference against itself: exactly 1x
+            e2e.append((1.0, 1.0, 1.0))
+            infer.append((1.0, 1.0, 1.0))
+            continue
+        e2e.append(GpuSpeedup.speedup(compare_cells(judge, e, ref_e)))
+        infer.append(GpuSpeedup.speedup(compare_cells(judge, i, ref_i, "infer")))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2.5), 4.0))
     _speedup_bars(ax, names, {"inference only": infer, "E2E": e2e})
     ax.set_ylabel(f"speedup over {ref_e.name} (x)")
@@ -213,7 +217,7 @@ def fig9_host_load(pairs: Sequence[tuple[Cell, Cell]]) -> Figure:
 
 # -- Figs. 10 and 11 -----------------------------------------------------------------------
 def fig_normalised(groups: dict[str, dict[str, Cell]], config: str, key: str, title: str,
-                   caption: str) -> Figure:
+                   caption: str, judge: Judge) -> Figure:
     """``groups``: workload label -> platform -> cell, all at one cores/mode/processor.
     Each bar is the platform's E2E over BM's (or the fastest platform's where BM is absent)."""
     workloads = sorted(groups)
@@ -232,10 +236,11 @@ def fig_normalised(groups: dict[str, dict[str, Cell]], config: str, key: str, ti
                 rel = _ci(c.summary.e2e_ci95_ms) / c.summary.e2e_mean_ms
                 v, l, h = 1.0, 1 - rel, 1 + rel
             else:
-                d, _ = compare_cells(c, ref)
-                v = 1 + d.relative
-                l = 1 + d.relative_low if d.testable else v
-                h = 1 + d.relative_high if d.testable else v
+                comp = compare_cells(judge, c, ref)
+                v = comp.ratio if math.isfinite(comp.ratio) else c.summary.e2e_mean_ms / ref.summary.e2e_mean_ms
+                ci_lo, ci_hi = comp.result.ci
+                l = ci_lo if math.isfinite(ci_lo) else v
+                h = ci_hi if math.isfinite(ci_hi) else v
             xs.append(j + (k - (len(platforms) - 1) / 2) * w)
             vals.append(v)
             lo.append(min(v, max(0.0, v - l)))
