@@ -60,10 +60,13 @@ class Contender:
     platform: Platform
     data_dir: Path
     settings: RunSettings = RunSettings()
+    #: sets apart two contenders of one scenario in a block set (an A/A study: the same
+    #: scenario on two cpusets); None: the scenario's key
+    label: str | None = None
 
     @property
     def key(self) -> str:
-        return self.scenario.key
+        return self.label or self.scenario.key
 
     def data_set(self) -> dict[str, Any]:
         """The data set's identity (file count and seed, from its manifest): part of a row's."""

@@ -245,10 +245,16 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
         g_low = min(epochs_low * epoch_s, left + epoch_s)
         g_high = min(epochs_high * epoch_s, left + epoch_s)  # the budget is checked between epochs
         low, high = low + g_low, high + g_high
+        projected = [o.more_epochs for o in plan.outlooks if o.basis == "projected" and o.more_epochs]
+        likely = ""
+        if projected and len(projected) == len(plan.outlooks):
+            n = min(max(max(projected), epochs_low), epochs_high)
+            likely = (f"; likely {n} (projected from the {state.epochs_done} epochs stored): "
+                      f"{format_duration(min(n * epoch_s, left + epoch_s))}")
         lines.append(f"    one epoch ≈ {format_duration(epoch_s)} ({len(active)} launches, "
                      f"{rule.warmup_rounds} warm-up + {blocks} blocks); {epochs_low}-{epochs_high} more "
-                     f"epochs: {format_duration(g_low)} to {format_duration(g_high)}"
-                     + (f"; {state.epochs_done} epochs stored" if state.epochs_done else ""))
+                     f"epochs: {format_duration(g_low)} to {format_duration(g_high)}{likely}"
+                     + (f"; {state.epochs_done} epochs stored" if state.epochs_done and not likely else ""))
         for m in group.members:
             c = costs[m.key]
             mark = "run " if m.key in plan.active else "idle"

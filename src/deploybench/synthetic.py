@@ -86,7 +86,7 @@ def synthetic_runs(name: str, mean_ms: float, *, app: str = "ic", runs: int = 3,
             cols = {phase: [int(round(v * share * 1e6)) for v in e2e_ms]
                     for phase, share in zip(("preprocess_ns", "infer_ns", "postprocess_ns"), shares)}
             run_s = float(e2e_ms.sum()) / 1e3
-            record = _record(scenario, "ok", rep, t, run_s, host, host_cores, accel, host_load,
+            record = _record(scenario, "ok", launch, t, run_s, host, host_cores, accel, host_load,
                              warnings, throttled_share, migrations_per_request,
                              start_latency_s, storage, cols)
             record.launch_id, record.launch_round = f"syn-{tag}-L{launch}", k + 1

@@ -223,3 +223,30 @@ def test_plan_output_names_the_estimate_basis(tmp_path):
     assert vm_lines and all("/1/PIN/CPU · ic" in line for line in vm_lines)
     assert "estimated duration:" in out.stdout and "heuristic" in out.stdout
     assert not (tmp_path / "none.db").exists()  # --plan creates no store
+
+
+def test_plan_projects_the_epochs_left_from_the_stored_history(tmp_path):
+    """With rounds stored, the plan's costs are this host's own (past launches and rounds)
+    and the number of epochs still needed is projected from the variance so far."""
+    from deploybench.planning import plan_lines
+    from deploybench.scenario import Scenario
+    from deploybench.store import Store
+    from deploybench.sweep import PlannedScenario, RaceRule
+    from deploybench.synthetic import synthetic_runs
+
+    study = Study.from_toml('schema = 1\nname = "hist"\napps = ["ic"]\nplatforms = ["BM", "CN"]\n'
+                            'cores = [1]\nmodes = ["PIN"]\nrequests = 32\nmodel_sizes = "tiny"\n')
+    store = Store(tmp_path / "hist.db")
+    for name, mean in (("BM/1/PIN/CPU", 10.0), ("CN/1/PIN/CPU", 10.3)):
+        for r in synthetic_runs(name, mean, runs=3, rounds=2, run_cv=0.02, start_latency_s=1.7):
+            r.study = "hist"
+            store.add(r)
+    planned = [PlannedScenario(Scenario.parse(n, app="ic", model_size="tiny", requests=32),
+                               rule=RaceRule(max_launches=40, max_time_s=3600))
+               for n in ("BM/1/PIN/CPU", "CN/1/PIN/CPU")]
+    lines, low, high = plan_lines(study, planned, store)
+    text = "\n".join(lines)
+    assert "launch 1.7 s" in text and "past runs (" in text
+    assert re.search(r"likely \d+ \(projected from the 3 epochs stored\)", text), text
+    assert "from past runs" in lines[-1]
+    assert 0 <= low <= high
