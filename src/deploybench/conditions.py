@@ -34,7 +34,6 @@ from .scenario import CpuMode, HostLoad, PageCache, Scenario, Storage
 from .warnings import WarningCode, warning
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
-DELAYACCT = Path("/proc/sys/kernel/task_delayacct")
 PROC_STAT = Path("/proc/stat")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 
@@ -238,68 +237,48 @@ def applied(scenario: Scenario, *, usable: Sequence[int], scenario_cpus: Sequenc
             warnings.append(warning(
                 WarningCode.CONDITION_UNMET,
                 f"host_load=busy: the scenario has all {len(usable)} cores, none left to load"))
-    with Neighbours(count, cpus) as neighbours, _delay_accounting(
-            scenario.page_cache is PageCache.COLD or scenario.storage is not Storage.NATIVE) as delayacct:
+    with Neighbours(count, cpus) as neighbours:
         facts["neighbour_pids"] = neighbours.pids
-        if delayacct is not None:
-            facts["delay_accounting"] = delayacct
         yield facts, warnings
 
 
-@contextlib.contextmanager
-def _delay_accounting(wanted: bool, path: Path = DELAYACCT) -> Iterator[bool | None]:
-    """Per-task block-I/O delay accounting on for the round (so the worker can count the
-    time its timed requests waited on the disk: the evidence a storage or cache condition
-    took effect), restored after. Yields whether it is on (None: not asked for)."""
-    if not wanted:
-        yield None
-        return
-    try:
-        before = path.read_text().strip()
-    except OSError:
-        yield False
-        return
-    changed = False
-    if before != "1":
-        try:
-            path.write_text("1")
-            changed = True
-        except OSError:
-            yield False
-            return
-    try:
-        yield True
-    finally:
-        if changed:
-            try:
-                path.write_text(before)
-            except OSError:
-                pass
+def needs_io_evidence(scenario: Scenario) -> bool:
+    """A condition whose effect is proven from the disk reads of the timed requests."""
+    return scenario.page_cache is PageCache.COLD or scenario.storage is not Storage.NATIVE
+
+
+def needs_io_evidence(scenario: Scenario) -> bool:
+    """A condition whose effect is proven from the disk reads of the timed requests."""
+    return scenario.page_cache is PageCache.COLD or scenario.storage is not Storage.NATIVE
+
+
+#: a throttled disk that held the timed requests back makes each of them wait at least
+#: this long reading its input (a page-cache hit takes a few microseconds)
+MIN_THROTTLED_READ_MS = 0.5
 
 
 def evidence_warnings(scenario: Scenario, environment: dict[str, Any],
                       platform_facts: dict[str, Any]) -> list[dict[str, str]]:
     """CONDITION_INEFFECTIVE when a round's own counters show its host condition never
-    reached the timed requests: a cold page cache that read nothing from the disk, a
-    throttled disk that was never read or never waited on (``io_read_bytes`` from the
-    worker's /proc/self/io and ``io_wait_ms`` from the kernel's delay accounting, both
-    counted over the timed requests only)."""
-    wants = []
-    if scenario.page_cache is PageCache.COLD:
-        wants.append("page_cache=cold")
-    if scenario.storage is not Storage.NATIVE:
-        wants.append("storage=throttled")
-    if not wants or not environment:
+    reached the timed requests: a cold page cache or a throttled disk that the requests
+    never read from (``io_read_bytes``, from the worker's /proc/self/io), or a throttled
+    disk their input reads never waited on (``input_read_ms``, the time the app spent in
+    ``read_input``, when it reads its inputs with it). Both are counted over the round's
+    LoadGen test only."""
+    if not needs_io_evidence(scenario) or not environment:
         return []
+    wants = [w for w, on in (("page_cache=cold", scenario.page_cache is PageCache.COLD),
+                             ("storage=throttled", scenario.storage is not Storage.NATIVE)) if on]
     read = environment.get("io_read_bytes")
-    wait = environment.get("io_wait_ms")
-    requests = max(1, int(scenario.requests))
     if read == 0:
         return [warning(WarningCode.CONDITION_INEFFECTIVE,
                         f"{' and '.join(wants)}: the timed requests read nothing from the disk "
                         "(their data came from the page cache)")]
-    if scenario.storage is not Storage.NATIVE and wait is not None and wait / requests < 0.5:
-        return [warning(WarningCode.CONDITION_INEFFECTIVE,
-                        f"storage=throttled: the timed requests waited {wait:.1f} ms on the disk in all "
-                        f"({wait / requests:.2f} ms per request): the throttle never held them back")]
+    reads, read_ms = environment.get("input_reads") or 0, environment.get("input_read_ms")
+    if scenario.storage is not Storage.NATIVE and reads and read_ms is not None:
+        per_read = read_ms / reads
+        if per_read < MIN_THROTTLED_READ_MS:
+            return [warning(WarningCode.CONDITION_INEFFECTIVE,
+                            f"storage=throttled: the timed requests read their inputs in {per_read:.2f} ms "
+                            f"each: the throttle never held them back")]
     return []

@@ -13,7 +13,7 @@ from .sweep_fakes import QUIET, FakePlatform
 
 from deploybench import conditions
 from deploybench.platforms.cpu import CgroupManager, CpuLimits, IoLimits
-from deploybench.scenario import Scenario
+from deploybench.scenario import Scenario, Storage
 from deploybench.execute import BlockSet, Contender, run_block_set
 
 
@@ -216,3 +216,44 @@ def test_io_limits_are_written_to_blkio_v1_and_io_max_v2(tmp_path):
     manager2.create(CpuLimits([0], 1.0), name="deploybench-u", io_limits=io)
     assert (v2 / "deploybench-u" / "io.max").read_text() == "254:0 rbps=100000000 riops=150"
     assert (v2 / "cgroup.subtree_control").read_text() == "+io"
+
+
+# -- evidence that a condition reached the timed requests -------------------------------------
+def _codes(scenario, environment):
+    return [w["code"] for w in conditions.evidence_warnings(scenario, environment, {})]
+
+
+def test_a_cold_or_throttled_round_that_read_nothing_from_the_disk_is_ineffective():
+    cold = Scenario.parse("BM/1/PIN/CPU", page_cache="cold")
+    throttled = cold.with_(storage=Storage.THROTTLED)
+    for scenario in (cold, throttled):
+        assert _codes(scenario, {"io_read_bytes": 0, "input_reads": 16, "input_read_ms": 0.2}) == \
+            ["condition_ineffective"]
+    assert _codes(cold, {"io_read_bytes": 2_000_000, "input_reads": 16, "input_read_ms": 0.8}) == []
+
+
+def test_a_throttle_that_never_held_an_input_read_back_is_ineffective():
+    throttled = Scenario.parse("BM/1/PIN/CPU", page_cache="cold", storage="throttled")
+    fast = {"io_read_bytes": 2_000_000, "input_reads": 16, "input_read_ms": 16 * 0.3}
+    assert _codes(throttled, fast) == ["condition_ineffective"]
+    held = {**fast, "input_read_ms": 16 * 15.0}
+    assert _codes(throttled, held) == []
+    # an app that reads its inputs otherwise: the bytes read are the only evidence
+    assert _codes(throttled, {"io_read_bytes": 2_000_000, "input_reads": 0, "input_read_ms": 0.0}) == []
+
+
+def test_warm_native_rounds_need_no_evidence():
+    assert _codes(Scenario.parse("BM/1/PIN/CPU"), {"io_read_bytes": 0}) == []
+
+
+def test_input_reads_time_and_count_what_the_app_reads(tmp_path):
+    from deploybench.apps.base import InputReads
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"0123456789")
+    reads = InputReads()
+    assert reads.read(f) == b"0123456789" and reads.read(f, 2, 3) == b"234"
+    data = reads.to_json()
+    assert data["input_reads"] == 2 and data["input_read_bytes"] == 13 and data["input_read_ms"] >= 0
+    reads.reset()
+    assert reads.to_json() == {"input_read_ms": 0.0, "input_reads": 0, "input_read_bytes": 0}

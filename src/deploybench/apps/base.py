@@ -13,7 +13,7 @@ Writing your own app::
         def generate_data(self, out_dir, count, seed): ...   # write `count` input files
         def load(self, data_dir, size, backend, threads): ... # build the model, list files
         def sample_ids(self): ...                              # file names a query can name
-        def preprocess(self, sample_id): ...                   # read + decode one input
+        def preprocess(self, sample_id): ...                   # read (read_input) + decode one input
         def infer(self, batch): ...                            # model on a list of inputs
         def postprocess(self, output): ...                     # one result per input
 
@@ -22,6 +22,7 @@ then ``deploybench run BM/1/PIN/CPU --app my_module:MyApp``.
 from __future__ import annotations
 
 import struct
+import time
 import wave
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
@@ -96,6 +97,46 @@ def input_error(app_name: str, data_dir: Path, path: Path, exc: BaseException) -
     return AppError(f"input {path} cannot be read ({type(exc).__name__}{': ' + why if why else ''}): "
                     f"the data set is damaged; regenerate it with "
                     f"`{regenerate_command(app_name, data_dir)}`")
+
+
+class InputReads:
+    """How long an app's timed requests spent reading their inputs from the file system
+    (``read_input``): the direct evidence that a cold page cache or a throttled disk reached
+    them. One per worker process; the worker resets it before a round's timed requests and
+    reports it after (``input_read_ms``, ``input_reads``, ``input_read_bytes``)."""
+
+    __slots__ = ("ns", "count", "bytes")
+
+    def __init__(self) -> None:
+        self.ns = self.count = self.bytes = 0
+
+    def reset(self) -> None:
+        self.ns = self.count = self.bytes = 0
+
+    def read(self, path: Path, offset: int = 0, length: int | None = None) -> bytes:
+        t = time.perf_counter_ns()
+        with open(path, "rb") as f:
+            if offset:
+                f.seek(offset)
+            data = f.read() if length is None else f.read(length)
+        self.ns += time.perf_counter_ns() - t
+        self.count += 1
+        self.bytes += len(data)
+        return data
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input_read_ms": round(self.ns / 1e6, 3), "input_reads": self.count,
+                "input_read_bytes": self.bytes}
+
+
+INPUT_READS = InputReads()
+
+
+def read_input(path: Path, offset: int = 0, length: int | None = None) -> bytes:
+    """An input's bytes (or ``length`` bytes at ``offset``), its read timed. Apps read their
+    inputs with it inside ``preprocess`` so the worker can tell how long requests waited
+    on the disk; an app that reads otherwise still works, without that evidence."""
+    return INPUT_READS.read(path, offset, length)
 
 
 class reading_input:  # noqa: N801 - used as a statement: ``with reading_input(self, path):``

@@ -6,13 +6,14 @@ infer: the ResNet on the stacked batch. postprocess: softmax, top-5 with label n
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from .backends import check_backend, prepare_model
-from .base import check_size, read_app_manifest, reading_input
+from .base import check_size, read_app_manifest, read_input, reading_input
 from .device import ModelDevice, model_device
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -73,7 +74,7 @@ class ImageClassification:
 
         assert self.data_dir is not None
         path = self.data_dir / sample_id
-        with reading_input(self, self.data_dir, path), Image.open(path) as img:
+        with reading_input(self, self.data_dir, path), Image.open(io.BytesIO(read_input(path))) as img:
             img = img.convert("RGB")  # decodes: a truncated or corrupt JPEG fails here
             w, h = img.size
             scale = 256 / min(w, h)

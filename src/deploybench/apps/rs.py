@@ -16,7 +16,7 @@ import numpy as np
 
 from ..datasets.criteo import NUM_DENSE, NUM_SPARSE
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest, reading_input
+from .base import AppError, check_size, read_app_manifest, read_input, reading_input
 from .device import ModelDevice, model_device
 
 TOP_K = 10
@@ -90,7 +90,7 @@ class Recommendation:
         assert self.data_dir is not None
         path = self.data_dir / sample_id
         with reading_input(self, self.data_dir, path):
-            _labels, dense, sparse = parse_criteo(path.read_text(), self.table_sizes)
+            _labels, dense, sparse = parse_criteo(read_input(path).decode(), self.table_sizes)
         return self._torch.from_numpy(dense), self._torch.from_numpy(sparse)
 
     def example_inputs(self, batch_size: int = 1) -> tuple[Any, Any]:

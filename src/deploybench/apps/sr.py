@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest, reading_input
+from .base import AppError, check_size, read_app_manifest, read_input, reading_input
 from .device import ModelDevice
 
 SAMPLE_RATE = 16_000
@@ -157,7 +157,7 @@ class SpeechRecognition:
         assert self.data_dir is not None and self.features is not None
         path = self.data_dir / sample_id
         with reading_input(self, self.data_dir, path):
-            samples, rate = read_wav(path)
+            samples, rate = read_wav(path, read_input(path))
         if rate != SAMPLE_RATE:
             raise AppError(f"{sample_id}: sample rate {rate} Hz, the model needs {SAMPLE_RATE}")
         feats = self.features(self._torch.from_numpy(samples))

@@ -110,9 +110,10 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
         wav.writeframes(pcm.tobytes())
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """(float32 samples in [-1, 1), sample rate) of a 16-bit mono WAV file."""
-    with wave.open(str(path), "rb") as wav:
+def read_wav(path: Path, data: bytes | None = None) -> tuple[np.ndarray, int]:
+    """(float32 samples in [-1, 1), sample rate) of a 16-bit mono WAV file (``data``: its
+    bytes, already read; ``path`` then only names it)."""
+    with wave.open(io.BytesIO(data) if data is not None else str(path), "rb") as wav:
         if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
             raise ValueError(f"{path}: not a 16-bit mono WAV file")
         rate = wav.getframerate()

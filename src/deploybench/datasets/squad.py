@@ -187,10 +187,11 @@ def write_squad(doc: dict[str, Any], path: Path) -> dict[str, list[int]]:
 
 
 def read_paragraph(squad_path: Path, offset: int, length: int) -> dict[str, Any]:
-    """One paragraph object (context + qas) read from the SQuAD file on disk and parsed."""
-    with open(squad_path, "rb") as f:
-        f.seek(offset)
-        return json.loads(f.read(length))
+    """One paragraph object (context + qas) read from the SQuAD file on disk (a timed
+    input read) and parsed."""
+    from ..apps.base import read_input
+
+    return json.loads(read_input(squad_path, offset, length))
 
 
 VOCAB_SIZE = 4000

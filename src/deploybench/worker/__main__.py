@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..apps.base import INPUT_READS
 from ..warnings import WarningCode, warning
 from . import environment as env
 from .channel import Channel, ChannelError, FileChannel, StreamChannel, message
@@ -124,6 +125,7 @@ def run_round(loaded: Loaded, job: WorkerJob) -> WorkerResult:
         driver = LoadgenDriver(loaded.app, batch_size=job.batch_size,
                                inference_only=job.inference_only)
         log_dir = Path(job.log_dir) if job.log_dir else Path(job.result_path).parent / "loadgen"
+        INPUT_READS.reset()
         before = env.round_counters()
         result.timings["first_query_wall"] = time.time()
         t = time.perf_counter()
@@ -146,7 +148,7 @@ def run_round(loaded: Loaded, job: WorkerJob) -> WorkerResult:
             "torch_interop_threads": torch.get_num_interop_threads() if torch is not None else None,
             "thread_pools": pools,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            **env.counter_deltas(before, after),
+            **env.counter_deltas(before, after), **INPUT_READS.to_json(),
         }
         if job.device != "cpu":  # the GPU used and its memory in use after the round
             from .gpu import cuda_environment

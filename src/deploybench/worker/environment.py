@@ -90,10 +90,9 @@ def cgroup_limits() -> dict[str, Any]:
     return {"cpu_quota_cores": quota_cores, "cpu_quota_source": source, "cpuset": cpuset}
 
 
-def _task_stats() -> tuple[int, int, bool]:
-    """(migrations, block-I/O delay in clock ticks) summed over this process's threads, and
-    whether migrations could be read."""
-    migrations = blkio_ticks = 0
+def _task_stats() -> tuple[int, bool]:
+    """Migrations summed over this process's threads, and whether they could be read."""
+    migrations = 0
     seen = False
     for task in Path("/proc/self/task").iterdir():
         text = _read(task / "sched")
@@ -102,12 +101,7 @@ def _task_stats() -> tuple[int, int, bool]:
                 if line.startswith("se.nr_migrations"):
                     migrations += int(line.split(":")[1])
                     seen = True
-        stat = _read(task / "stat")
-        if stat:
-            fields = stat.rsplit(")", 1)[-1].split()
-            if len(fields) > 39:  # field 42 of stat: delayacct_blkio_ticks
-                blkio_ticks += int(fields[39])
-    return migrations, blkio_ticks, seen
+    return migrations, seen
 
 
 def _proc_io() -> dict[str, int]:
@@ -123,18 +117,19 @@ def _proc_io() -> dict[str, int]:
 
 def round_counters() -> dict[str, Any]:
     """Counters read just before and just after a round's timed requests."""
-    migrations, blkio_ticks, seen = _task_stats()
+    migrations, seen = _task_stats()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"migrations": migrations if seen else None, "blkio_ticks": blkio_ticks,
+    return {"migrations": migrations if seen else None,
             "voluntary": usage.ru_nvcsw, "involuntary": usage.ru_nivcsw,
             "user_s": usage.ru_utime, "system_s": usage.ru_stime, "max_rss_kb": usage.ru_maxrss,
-            "io": _proc_io(), "delayacct": _read(Path("/proc/sys/kernel/task_delayacct")) == "1"}
+            "io": _proc_io()}
 
 
 def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What the round's timed requests did: context switches, migrations, CPU time, and the
-    I/O evidence host conditions are checked with (bytes fetched from storage, time blocked
-    on block I/O when the kernel's delay accounting is on)."""
+    bytes they made the storage layer fetch (page-cache hits do not count): with the time
+    the app spent reading its inputs (``apps.base.INPUT_READS``), the evidence host
+    conditions are checked with."""
     io_b, io_a = before["io"], after["io"]
     out: dict[str, Any] = {
         "voluntary_ctx_switches": after["voluntary"] - before["voluntary"],
@@ -145,8 +140,6 @@ def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
         "threads": len(os.listdir("/proc/self/task")),
         "io_read_bytes": io_a.get("read_bytes", 0) - io_b.get("read_bytes", 0) if io_a else None,
         "io_rchar": io_a.get("rchar", 0) - io_b.get("rchar", 0) if io_a else None,
-        "io_wait_ms": (round((after["blkio_ticks"] - before["blkio_ticks"]) * 1000
-                             / os.sysconf("SC_CLK_TCK"), 3) if after["delayacct"] else None),
     }
     if after["migrations"] is not None and before["migrations"] is not None:
         out["nr_migrations"] = after["migrations"] - before["migrations"]
