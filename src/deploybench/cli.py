@@ -188,6 +188,15 @@ AppOption = Annotated[Optional[str], typer.Option(
     "--app", help="the app: ic, sr, nlp, rs, or module:Class for your own (on PYTHONPATH); "
                   "run: default ic; sweep: only this app of the study")]
 
+# the constraints of a recommendation (report and recommend)
+MaxCoresOption = Annotated[Optional[int], typer.Option(
+    "--max-cores", min=1, help="recommend only scenarios with at most this many cores")]
+LatencySloOption = Annotated[Optional[float], typer.Option(
+    "--latency-slo-ms", callback=_positive,
+    help="recommend only scenarios whose tail latency (queue included under Server) meets this SLO")]
+SloPercentileOption = Annotated[int, typer.Option("--slo-percentile", help="the SLO's percentile: 90 or 99")]
+PlatformsOption = Annotated[Optional[str], typer.Option(
+    "--platforms", help="recommend only these platforms, e.g. BM,CN")]
 MarginOption = Annotated[float, typer.Option(
     "--margin", min=0.1, max=50.0, help="equivalence margin in %: within ±margin is 'equivalent'")]
 ConfidenceOption = Annotated[float, typer.Option(
@@ -710,14 +719,10 @@ def report(
     db: DbOption = Path("deploybench.db"),
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")] = Path("report.html"),
     app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
-    max_cores: Annotated[Optional[int], typer.Option(
-        "--max-cores", min=1, help="recommend scenarios with at most this many cores")] = None,
-    latency_slo_ms: Annotated[Optional[float], typer.Option(
-        "--latency-slo-ms", callback=_positive,
-        help="recommend only scenarios whose tail latency meets this SLO")] = None,
-    slo_percentile: Annotated[int, typer.Option("--slo-percentile", help="the SLO's percentile: 90 or 99")] = 90,
-    platforms: Annotated[Optional[str], typer.Option(
-        "--platforms", help="recommend only these platforms, e.g. BM,CN")] = None,
+    max_cores: MaxCoresOption = None,
+    latency_slo_ms: LatencySloOption = None,
+    slo_percentile: SloPercentileOption = 90,
+    platforms: PlatformsOption = None,
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", help="a reference set (a folder, see reference/README.md) to show beside "
                             "your results")] = None,
@@ -802,14 +807,10 @@ def compare(
 def recommend(
     db: DbOption = Path("deploybench.db"),
     app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
-    max_cores: Annotated[Optional[int], typer.Option(
-        "--max-cores", min=1, help="only scenarios with at most this many cores")] = None,
-    latency_slo_ms: Annotated[Optional[float], typer.Option(
-        "--latency-slo-ms", callback=_positive,
-        help="only scenarios whose tail latency (queue included under Server) meets this SLO")] = None,
-    slo_percentile: Annotated[int, typer.Option("--slo-percentile", help="the SLO's percentile: 90 or 99")] = 90,
-    platforms: Annotated[Optional[str], typer.Option(
-        "--platforms", help="only these platforms, e.g. BM,CN")] = None,
+    max_cores: MaxCoresOption = None,
+    latency_slo_ms: LatencySloOption = None,
+    slo_percentile: SloPercentileOption = 90,
+    platforms: PlatformsOption = None,
     margin: MarginOption = 5.0,
     confidence: ConfidenceOption = 0.95,
     as_json: Annotated[bool, typer.Option("--json", help="the decision as JSON")] = False,
