@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
 )
 
 from .datasets import DEFAULT_DATA_COUNT
 from .scenario import (
-    CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
+    DEFAULT_TARGET_QPS, CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
     ScenarioError, Storage, _enum_value,
 )
 
@@ -183,6 +183,8 @@ class StudyModel(_Strict):
     modes: list[ModeItem] = ["VNL", "PIN"]
     processors: list[ProcessorItem] = ["CPU"]
     loadgen_scenario: str = "Offline"
+    #: Server only: the arrival rate (queries per second), part of each scenario
+    target_qps: float | None = Field(None, gt=0)
     requests: dict[str, int] = {"*": 32}
     model_sizes: dict[str, list[str]] = {}
     backend: str = "torch"
@@ -223,6 +225,21 @@ class StudyModel(_Strict):
     @classmethod
     def _requests(cls, value: Any) -> Any:
         return _per_app(value)
+
+    @model_validator(mode="after")
+    def _rate_is_for_server(self) -> "StudyModel":
+        if self.target_qps is not None and self.loadgen_scenario != LoadgenScenario.SERVER.value:
+            raise ValueError(f"target_qps is the arrival rate of the Server scenario; "
+                             f"loadgen_scenario {self.loadgen_scenario} has none: drop it or set "
+                             'loadgen_scenario = "Server"')
+        return self
+
+    @property
+    def server_rate(self) -> float | None:
+        """Each scenario's ``target_qps``: the study's, Server's default, None otherwise."""
+        if self.loadgen_scenario != LoadgenScenario.SERVER.value:
+            return None
+        return DEFAULT_TARGET_QPS if self.target_qps is None else float(self.target_qps)
 
     @field_validator("model_sizes", mode="before")
     @classmethod
@@ -439,7 +456,7 @@ class Study:
                                                 requests=app_requests, batch_size=m.batch_size,
                                                 inference_only=m.inference_only,
                                                 host_load=HostLoad(load), page_cache=PageCache(cache),
-                                                storage=Storage(storage)))
+                                                storage=Storage(storage), target_qps=m.server_rate))
         return list(dict.fromkeys(out))
 
 
