@@ -340,7 +340,9 @@ def answer(probes: Sequence[Probe], *, base: Scenario, criteria: Criteria, searc
                and (first_failure is None or r < first_failure)]
     lo = max(passing) if passing else None
     always_failing = [r for r, rec in rates.items() if rec.always_failed and (lo is None or r > lo)]
-    hi = min(always_failing) if always_failing else None
+    repeated = [r for r in always_failing if rates[r].launches >= 2]
+    # the smallest rate that failed every time, preferring one repeated on another launch
+    hi = min(repeated) if repeated else min(always_failing) if always_failing else None
     flaky = tuple(r for r, rec in rates.items() if rec.mixed)
     above = tuple(r for r, rec in rates.items() if rec.always_passed and first_failure is not None
                   and r > first_failure)
@@ -390,42 +392,36 @@ def next_rate(a: CapacityAnswer, launch: int, start_qps: float, precision: float
     here_rates = {p.rate_qps for p in here}
     rates = rate_records(a.probes)
     lo, hi = a.capacity_qps, a.failing_qps
-    for end in (lo, hi):
-        if end is not None and end not in here_rates and rates[end].launches < 2:
+    need_lo = lo is None or rates[lo].launches < 2
+    need_hi = hi is None or rates[hi].launches < 2
+    for end, need in ((lo, need_lo), (hi, need_hi)):
+        if need and end is not None and end not in here_rates:
             return end, "repeat"
-    if lo is None or lo not in here_rates:  # the lower end failed here: step below it
+    if need_lo and lo is None:  # nothing passes any more: step below this launch's failures
         failed_here = [p.rate_qps for p in here if not p.passed]
         if failed_here:
             steps = sum(1 for p in here if p.step == "step down")
             rate = round_rate(min(failed_here) * max(0.0, 1 - 2 * precision * 2 ** steps))
-            if lo is not None and rate <= lo:
-                return None if lo in here_rates else (lo, "repeat")
-            if rate >= floor and rate not in here_rates:
+            if rate >= floor and rate not in probed:
                 return rate, "step down"
-        elif lo is None:
-            return None
-    if hi is None or hi not in here_rates:  # the upper end passed here: step above it
+    if need_hi and hi is None:  # nothing fails on every launch: step above this launch's passes
         passed_here = [p.rate_qps for p in here if p.passed]
-        base = max(passed_here) if passed_here else a.first_failure_qps
-        if base is not None:
+        base = max(passed_here + [a.first_failure_qps or 0.0])
+        if base > 0:
             steps = sum(1 for p in here if p.step == "step up")
             rate = round_rate(base * (1 + 2 * precision * 2 ** steps))
-            if hi is not None and rate >= hi:
-                return None if hi in here_rates else (hi, "repeat")
             if rate <= ceiling and rate not in here_rates:
                 return rate, "step up"
     return None
 
 
-def probe_line(base: Scenario, probe: Probe, criteria: Criteria, elapsed_s: float) -> str:
+def probe_line(base: Scenario, probe: Probe, criteria: Criteria, took_s: float) -> str:
     """A probe's line for people (the progress of a search)."""
-    from .progress import format_elapsed
-
     latency = "-" if probe.latency_ms is None else f"{probe.latency_ms:.1f} ms"
     verdict = "pass" if probe.passed else "FAIL"
     why = f": {probe.reason}" if probe.reason else ", LoadGen VALID"
-    return (f"[{format_elapsed(elapsed_s):>7}] {base.name} @{probe.rate_qps:g} qps (launch "
-            f"{probe.launch + 1}, {probe.step}) {verdict} p{criteria.percentile:g} {latency}{why}")
+    return (f"  probe {base.name} @{probe.rate_qps:g} qps (launch {probe.launch + 1}, {probe.step}, "
+            f"{took_s:.1f} s) {verdict} p{criteria.percentile:g} {latency}{why}")
 
 
 # -- the search --------------------------------------------------------------------------------
@@ -553,7 +549,7 @@ def search(contender: Any, settings: SearchSettings, *, sink: Callable[[Any], No
                     break
                 probes.append(Probe(rate, launch_index, verdict.passed, verdict.latency_ms,
                                     verdict.loadgen_valid, verdict.reason, step, record.run_id))
-                note(probe_line(base, probes[-1], criteria, clock() - began))
+                note(probe_line(base, probes[-1], criteria, record.finished_at - record.started_at))
         finally:
             session.close()
         if stop:
@@ -607,3 +603,70 @@ def latest(answers: Sequence[CapacityAnswer]) -> list[CapacityAnswer]:
             seen.add(key)
             out.append(a)
     return out
+
+
+def is_probe(record: Any) -> bool:
+    """Whether a stored run is a capacity probe (a Server round at a rate a search chose):
+    latency tables that compare scenarios at their own workload may want to leave them out."""
+    return "capacity_probe" in record.host
+
+
+# -- in a study ----------------------------------------------------------------------------------
+CAPACITY_STOP = "capacity"
+
+
+def run_study_capacity(study: Any, planned: Sequence[Any], store: Any, *, budget_s: float | None = None,
+                       sink: Callable[[Any], None] | None = None,
+                       on_record: Callable[[Any], None] | None = None,
+                       on_note: Callable[[str], None] | None = None, ledger: Any = None,
+                       runs_root: Path | None = None,
+                       clock: Callable[[], float] = time.monotonic) -> list[CapacityAnswer]:
+    """A study's ``[capacity]`` searches (``planning.plan_capacity``), one after the other
+    after the sweep's groups. A search whose answer the store already holds for the same
+    SLO (its stop, reason ``capacity``) is not run again: a resumed sweep does only what is
+    missing. ``budget_s``: what is left of the sweep's ``--budget``, shared out."""
+    note = on_note or (lambda text: None)
+    done = {(s["scenario_key"], s["detail"].split("] ", 1)[0] + "]")
+            for s in store.stops(study.name) if s["reason"] == CAPACITY_STOP}
+    todo = [p for p in planned if p.skip_reason is None]
+    for p in planned:
+        if p.skip_reason is not None:
+            note(f"capacity skip {p.scenario.label}: {p.skip_reason}")
+    answers: list[CapacityAnswer] = []
+    began = clock()
+    for i, p in enumerate(todo):
+        settings = study.capacity_search(p.scenario, p.emulated)
+        tag = f"[{settings.criteria.describe}]"
+        if (p.key, tag) in done:
+            note(f"capacity {p.scenario.label}: searched before ({tag}), not again")
+            continue
+        if budget_s is not None:
+            left = budget_s - (clock() - began)
+            if left <= 0:
+                note(f"capacity {p.scenario.label}: not searched, the sweep's --budget is spent")
+                continue
+            settings = dataclasses.replace(settings, budget_s=min(settings.budget_s or math.inf,
+                                                                  left / (len(todo) - i)))
+        a = search(p.contender(), settings, sink=sink or store.keep, study=study.name, ledger=ledger,
+                   runs_root=runs_root, on_record=on_record, on_note=note, clock=clock)
+        store.record_stop(study.name, p.scenario, CAPACITY_STOP, f"{tag} {a.statement()}", len(a.probes))
+        answers.append(a)
+    return answers
+
+
+def capacity_plan_lines(study: Any, planned: Sequence[Any]) -> list[str]:
+    """`sweep --plan` lines of the ``[capacity]`` searches (what runs after the groups)."""
+    if not planned:
+        return []
+    c = study.model.capacity
+    runnable = [p for p in planned if p.skip_reason is None]
+    lines = [f"  capacity after the groups: {len(runnable)} search(es) of {len(planned)}, at most "
+             f"{c.budget_s:g} s each, {c.max_launches} launches, bracket within {c.precision:.0%}"]
+    for p in runnable:
+        s = study.capacity_search(p.scenario, p.emulated)
+        lines.append(f"    search {p.scenario.label}: {s.criteria.describe}, {s.requests} requests per probe"
+                     + (" [emulated (TCG): a function check]" if p.emulated else ""))
+    for p in planned:
+        if p.skip_reason is not None:
+            lines.append(f"    skip {p.scenario.label}: {p.skip_reason}")
+    return lines

@@ -590,6 +590,10 @@ def show(
     db: DbOption = Path("deploybench.db"),
     as_json: Annotated[bool, typer.Option("--json", help="a list of JSON objects")] = False,
     app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
+    footprint: Annotated[bool, typer.Option(
+        "--footprint", help="what each scenario costs instead: memory beyond the worker (guest "
+                            "kernel, page cache, VMM, shim), CPU outside it, start and boot time, "
+                            "energy")] = False,
 ) -> None:
     """One line per scenario: runs, mean E2E with 95% CI, percentiles, phases, warnings."""
     from .findings import failures, summarize
@@ -597,6 +601,9 @@ def show(
 
     store = Store(db, readonly=True)
     records = _only_app(store.runs(), app_name, db)
+    if footprint:
+        show_footprint(records, as_json)
+        return
     summaries = summarize(records)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
@@ -610,6 +617,40 @@ def show(
         typer.echo(f"{len(failed)} failed runs: " + "; ".join(
             f"{r.scenario.name} {r.status}: {r.error}" for r in failed[-5:]))
     _print_outliers_and_stops(summaries, store)
+
+
+def show_footprint(records: list[Any], as_json: bool) -> None:
+    """`show --footprint`: one line per scenario of what it costs beyond the model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .footprint import costs
+
+    rows = costs(records)
+    if as_json:
+        typer.echo(json.dumps([c.to_json() for c in rows], indent=1))
+        return
+    if not rows:
+        typer.echo("no successful runs to show the footprint of")
+        return
+    table = Table(title="What each scenario costs (host side; MiB, ms of CPU per request, s)")
+    columns = ("scenario", "app", "runs", "worker peak", "memory", "beyond worker", "guest kernel",
+               "guest cache*", "VMM", "runtime", "daemons", "CPU outside/req", "start", "boot", "J/req")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("scenario", "app") else "right",
+                         no_wrap=column == "scenario")
+    for c in rows:
+        table.add_row(c.name + (" (TCG)" if c.emulated else ""), c.app, str(c.runs),
+                      _fmt(c.worker_peak_rss_mib, 0), _fmt(c.memory_mib, 0), _fmt(c.memory_beyond_worker_mib, 0),
+                      _fmt(c.guest_kernel_mib, 0), _fmt(c.guest_page_cache_unmapped_mib, 0),
+                      _fmt(c.vmm_overhead_mib, 0), _fmt(c.runtime_mib, 1), _fmt(c.shared_mib, 0),
+                      _fmt(c.outside_cpu_ms_per_request, 2), _fmt(c.start_latency_s, 2), _fmt(c.boot_s, 2),
+                      _fmt(c.energy_j_per_request, 3))
+    console = Console(width=max(180, Console().width))
+    console.print(table)
+    console.print("* the guest's page cache that the worker does not map: the copy a VM holds beside "
+                  "the host's own cache. '-': not recorded (no guest, runs from before footprints, or "
+                  "no RAPL for energy: see `deploybench doctor`).", markup=False, highlight=False)
 
 
 def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[str] = None) -> None:
@@ -662,7 +703,8 @@ def sweep(
     from .datasets.cache import ensure_data
     from .findings import summarize
     from .host import host_facts
-    from .planning import format_duration, parse_duration, plan_lines, plan_study, vms_native
+    from .capacity import capacity_plan_lines, is_probe, run_study_capacity
+    from .planning import format_duration, parse_duration, plan_capacity, plan_lines, plan_study, vms_native
     from .platforms import check_platform_flags
     from .progress import RunProgress
     from .scenario import PlatformName
@@ -685,22 +727,26 @@ def sweep(
             raise CliError(f"study {study.name} has no app {app_name!r}: its apps are "
                            f"{', '.join(apps)} (--app picks one of them)")
         planned = [p for p in planned if p.scenario.app == app_name]
+    capacity_planned = plan_capacity(study, host_facts(), kvm=kvm, options=options)
+    if app_name:
+        capacity_planned = [p for p in capacity_planned if p.scenario.app == app_name]
     if timeout is not None:
-        planned = [dataclasses.replace(p, settings=dataclasses.replace(p.settings, timeout_s=timeout))
-                   for p in planned]
+        planned, capacity_planned = ([dataclasses.replace(p, settings=dataclasses.replace(p.settings, timeout_s=timeout))
+                                      for p in items] for items in (planned, capacity_planned))
     if plan:
         store = Store(db, readonly=True) if db.exists() else None
     else:
         store = Store(db)
         store.check_writable()  # refuse now, not after measuring
     lines, low, high = plan_lines(study, planned, store, kvm=kvm, budget_s=budget_s)
+    lines[-1:-1] = capacity_plan_lines(study, capacity_planned)
     if plan:
         say("\n".join(lines))
         return
     refuse_concurrent(allow_concurrent)
     say(lines[0])
     say(lines[-1])
-    for name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
+    for name in sorted({p.scenario.app for p in [*planned, *capacity_planned] if p.skip_reason is None}):
         ensure_data(create_app(name), study.model.data_count, study.seed)
     skipped: dict[str, int] = {}
     for p in planned:
@@ -723,8 +769,13 @@ def sweep(
                               allow_concurrent=allow_concurrent, sink=store.keep,
                               on_run=lambda p, record: progress.on_run(record), on_epoch=on_epoch,
                               on_stop=on_stop)
+        # the [capacity] searches, after the groups (they need their own warm sessions)
+        answers = run_study_capacity(
+            study, capacity_planned, store, sink=store.keep, on_note=progress.note,
+            budget_s=None if budget_s is None else budget_s - (time.time() - began),
+            on_record=lambda r: None if is_probe(r) and r.status == "ok" else progress.on_run(r))
     # summarise
-    records = store.runs(study=study.name)
+    records = [r for r in store.runs(study=study.name) if not is_probe(r)]
     if app_name:
         records = [r for r in records if r.scenario.app == app_name]
     summaries = summarize(records)
@@ -734,6 +785,7 @@ def sweep(
         print_table(summaries)
     if not as_json:
         _print_outliers_and_stops(summaries, store, study.name)
+        print_capacity_table(answers)
     labels = {p.key: p.scenario.label for p in planned}
     rows = store.study_runs(study.name)
     for group in make_groups(planned):

@@ -161,3 +161,36 @@ def test_the_simulated_queue_has_no_tail_at_a_low_rate_and_a_long_one_above_the_
     low = simulate(10, 500, 0.01, 1)
     high = simulate(150, 500, 0.01, 1)
     assert max(low) < 0.05 and max(high) > 1.0
+
+
+def test_the_failing_end_is_a_rate_that_failed_on_two_launches_where_there_is_one():
+    probes = [_p(117, 0, True), _p(117, 1, True), _p(193, 1, False), _p(214, 1, False), _p(214, 2, False)]
+    a = answer(probes, base=BASE, criteria=Criteria())
+    assert (a.capacity_qps, a.failing_qps, a.first_failure_qps) == (117, 214, 193)
+    assert a.confirmed
+
+
+def test_a_study_asks_for_capacity_and_a_resumed_sweep_does_not_search_again(store, tmp_path):
+    from deploybench.study import Study, StudyError
+    from deploybench.sweep import PlannedScenario
+
+    study = Study.from_dict({"name": "s", "apps": ["ic"], "platforms": ["BM"], "cores": [1],
+                             "model_sizes": "tiny",
+                             "capacity": {"scenarios": ["BM/1/PIN/CPU"], "slo_ms": 100, "percentile": 99}})
+    (scenario,) = study.capacity_scenarios(kvm=True)
+    assert scenario.loadgen_scenario.value == "Server" and scenario.target_qps is None
+    assert scenario.requests == cap.default_requests(99)
+    platform = QueuePlatform(lambda launch: 0.010)
+    planned = [PlannedScenario(scenario, platform=platform, data_dir=tmp_path, settings=QUIET)]
+    (a,) = cap.run_study_capacity(study, planned, store, sink=store.add)
+    assert a.confirmed and all(r.study == "s" for r in store.runs())
+    assert [s["reason"] for s in store.stops("s")] == ["capacity"]
+    launches = platform.launches
+    assert cap.run_study_capacity(study, planned, store, sink=store.add) == []
+    assert platform.launches == launches  # searched before with the same SLO: not again
+    with pytest.raises(StudyError, match="capacity: requests = 100 can never make LoadGen's Server run VALID"):
+        Study.from_dict({"name": "s", "apps": ["ic"], "platforms": ["BM"], "cores": [1],
+                         "capacity": {"scenarios": ["BM/1/PIN/CPU"], "requests": 100}})
+    with pytest.raises(StudyError, match=r"capacity.scenarios\[0\]: cannot read scenario"):
+        Study.from_dict({"name": "s", "apps": ["ic"], "platforms": ["BM"], "cores": [1],
+                         "capacity": {"scenarios": ["BM/one"]}})
