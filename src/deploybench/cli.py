@@ -599,11 +599,15 @@ def show(
     from .findings import failures, summarize
     from .store import Store
 
+    from .capacity import is_probe
+
     store = Store(db, readonly=True)
     records = _only_app(store.runs(), app_name, db)
     if footprint:
         show_footprint(records, as_json)
         return
+    probes = [r for r in records if is_probe(r)]  # capacity searches: `deploybench report`
+    records = [r for r in records if not is_probe(r)]
     summaries = summarize(records)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
@@ -612,6 +616,9 @@ def show(
         typer.echo(f"no successful runs in {db}" + (f" for app {app_name}" if app_name else ""))
     else:
         print_table(summaries)
+    if probes:
+        typer.echo(f"{len(probes)} capacity probes not in the table: `deploybench report` has them "
+                   "(section \"Capacity under a latency SLO\")")
     failed = failures(records)
     if failed:
         typer.echo(f"{len(failed)} failed runs: " + "; ".join(

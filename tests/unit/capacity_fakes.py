@@ -6,27 +6,14 @@ comes from a fixed seed, so a rate's verdict changes only with the launch's spee
 from __future__ import annotations
 
 import math
-import random
 import time
 from typing import Any, Callable, ClassVar
 
 from deploybench.capacity import _binomial_cdf
+from deploybench.synthetic import simulate_queue as simulate
 from deploybench.platforms.base import LaunchFacts, PlatformBase, RunOutcome, SessionSetup
 from deploybench.scenario import Scenario
 from deploybench.worker.job import WorkerJob, WorkerResult
-
-
-def simulate(rate: float, n: int, service_s: float, seed: int) -> list[float]:
-    """Each request's queueing delay (s) in a FIFO single server at Poisson ``rate``."""
-    rng = random.Random(seed)
-    t = free = 0.0
-    delays = []
-    for _ in range(n):
-        t += rng.expovariate(rate)
-        start = max(t, free)
-        delays.append(start - t)
-        free = start + service_s
-    return delays
 
 
 class QueueSession:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..capacity import is_probe
 from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, ScaleUp, build_cells, causes,
                         chr_trends, condition_free_key, gpu_speedups, overheads, pin_gains, scale_ups)
 from ..practices import BestPractice, best_practices
@@ -20,6 +21,8 @@ from ..recommend import Constraints, Recommendation, recommend
 from ..store import FAILED_STATUSES, RunRecord
 from ..warnings import hint
 from . import figures as F
+from .capacity import capacity_section
+from .costs import costs_section
 
 REPORT_SCHEMA = 1
 
@@ -57,7 +60,10 @@ class Analysis:
 def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints(),
             reference: Any = None) -> Analysis:
     records = list(records)
-    cells = build_cells(records)
+    # capacity probes (Server rounds at rates a search chose) have a section of their own:
+    # the latency analysis compares scenarios at their own workloads
+    measured = [r for r in records if not is_probe(r)]
+    cells = build_cells(measured)
     ovh = overheads(cells)
     if reference is not None:
         from ..reference import beside_own
@@ -71,7 +77,7 @@ def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints
         emulated_overheads=[o for o in ovh if o.cell.emulated],
         scale_ups=scale_ups(cells), pin_gains=pin_gains(cells), chr_trends=chr_trends(ovh),
         gpu_speedups=gpu_speedups(cells), causes=[causes(c) for c in cells],
-        best_practices=best_practices(cells, records),
+        best_practices=best_practices(cells, measured),
         recommendations=recommend(cells, constraints),
         warnings=_warnings(records), failures=_failures(records), metadata=_metadata(records))
 
@@ -280,6 +286,7 @@ def render_html(a: Analysis, title: str = "deploybench report") -> str:
     env.filters.update(ms=_fmt_ms, num=_fmt_num, pct=_pct)
     template = env.get_template("report.html.j2")
     return template.render(
+        costs=costs_section(a.records), capacity=capacity_section(a.records),  # their own templates
         a=a, title=title, figures=figures(a), key_findings=key_findings(a),
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), phase_colors=F.PHASE_COLORS,
         phase_names=F.PHASE_NAMES, escape=html.escape, schema=REPORT_SCHEMA)
