@@ -52,8 +52,11 @@ ANSWER_SCHEMA = 1
 LOADGEN_CONFIDENCE = 0.99
 DEFAULT_PRECISION = 0.05
 DEFAULT_MAX_LAUNCHES = 3
-#: widen at most this far above the start rate, narrow at most this far below it
+#: widen at most this far above the start rate (doubling is cheap: probes get shorter)
 SEARCH_SPAN = 64.0
+#: narrow at most this far below it: at an eighth of the Offline throughput's half there is
+#: hardly a queue left, so a failure there is the service time's own tail, not the rate
+NARROW_SPAN = 8.0
 
 
 def _binomial_cdf(k: int, n: int, q: float) -> float:
@@ -262,6 +265,8 @@ class CapacityAnswer:
     host: str = ""
     stop: str = ""  # why the search ended (confirmed, budget, max_launches, ...)
     probes: tuple[Probe, ...] = ()
+    #: the largest rate below every failure that passed on two launches or more (None: none)
+    repeated_pass_qps: float | None = None
 
     @property
     def capacity_per_core(self) -> float | None:
@@ -296,6 +301,8 @@ class CapacityAnswer:
                      "lower rate failed (not monotone: noise)")
         if not self.confirmed:
             text += f" -- unconfirmed ({self.stop or 'not repeated on another launch'})"
+            if self.repeated_pass_qps is not None and self.repeated_pass_qps != self.capacity_qps:
+                text += f"; the largest rate that passed on two launches: {self.repeated_pass_qps:g} qps"
         if self.emulated:
             text += " [emulated (TCG): a function check, not real hardware's capacity]"
         return text
@@ -310,6 +317,7 @@ class CapacityAnswer:
                 "failing_launches": self.failing_launches, "flaky_qps": list(self.flaky_qps),
                 "passes_above_failure": list(self.passes_above_failure), "confirmed": self.confirmed,
                 "emulated": self.emulated, "host": self.host, "stop": self.stop,
+                "repeated_pass_qps": self.repeated_pass_qps,
                 "statement": self.statement(), "probes": [p.to_json() for p in self.probes]}
 
     @classmethod
@@ -327,7 +335,8 @@ class CapacityAnswer:
                    passes_above_failure=tuple(data.get("passes_above_failure") or ()),
                    confirmed=bool(data.get("confirmed")), emulated=bool(data.get("emulated")),
                    host=data.get("host", ""), stop=data.get("stop", ""),
-                   probes=tuple(Probe.from_json(p) for p in data.get("probes") or ()))
+                   probes=tuple(Probe.from_json(p) for p in data.get("probes") or ()),
+                   repeated_pass_qps=data.get("repeated_pass_qps"))
 
 
 def answer(probes: Sequence[Probe], *, base: Scenario, criteria: Criteria, search_id: str = "",
@@ -351,6 +360,7 @@ def answer(probes: Sequence[Probe], *, base: Scenario, criteria: Criteria, searc
         lo_latency = [p.latency_ms for p in probes if p.rate_qps == lo][-1]
     confirmed = (lo is not None and hi is not None and rates[lo].launches >= 2
                  and rates[hi].launches >= 2)
+    repeated_passes = [r for r in passing if rates[r].launches >= 2]
     return CapacityAnswer(
         label=base.label, name=base.name, app=base.app, cores=base.cores, base_key=base.key,
         criteria=criteria, requests=base.requests, search_id=search_id, capacity_qps=lo,
@@ -358,7 +368,7 @@ def answer(probes: Sequence[Probe], *, base: Scenario, criteria: Criteria, searc
         first_failure_qps=first_failure, failing_qps=hi,
         failing_launches=rates[hi].launches if hi is not None else 0, flaky_qps=flaky,
         passes_above_failure=above, confirmed=confirmed, emulated=emulated, host=host, stop=stop,
-        probes=tuple(probes))
+        probes=tuple(probes), repeated_pass_qps=max(repeated_passes) if repeated_passes else None)
 
 
 def next_rate(a: CapacityAnswer, launch: int, start_qps: float, precision: float) -> tuple[float, str] | None:
@@ -375,7 +385,7 @@ def next_rate(a: CapacityAnswer, launch: int, start_qps: float, precision: float
     if not a.probes:
         return round_rate(start_qps), "start"
     probed = {p.rate_qps for p in a.probes}
-    floor, ceiling = start_qps / SEARCH_SPAN, start_qps * SEARCH_SPAN
+    floor, ceiling = start_qps / NARROW_SPAN, start_qps * SEARCH_SPAN
     if launch == 0:
         if a.capacity_qps is None:  # nothing passed yet: halve below the lowest rate tried
             rate = round_rate(min(probed) / 2)
@@ -392,26 +402,31 @@ def next_rate(a: CapacityAnswer, launch: int, start_qps: float, precision: float
     here_rates = {p.rate_qps for p in here}
     rates = rate_records(a.probes)
     lo, hi = a.capacity_qps, a.failing_qps
-    need_lo = lo is None or rates[lo].launches < 2
-    need_hi = hi is None or rates[hi].launches < 2
-    for end, need in ((lo, need_lo), (hi, need_hi)):
-        if need and end is not None and end not in here_rates:
-            return end, "repeat"
-    if need_lo and lo is None:  # nothing passes any more: step below this launch's failures
+    if (lo is None or rates[lo].launches < 2) and (lo is None or lo not in here_rates):
         failed_here = [p.rate_qps for p in here if not p.passed]
-        if failed_here:
+        if not failed_here:
+            if lo is not None:
+                return lo, "repeat"
+        else:  # the lower end failed here: the next lower pass, or a step below the failure
             steps = sum(1 for p in here if p.step == "step down")
-            rate = round_rate(min(failed_here) * max(0.0, 1 - 2 * precision * 2 ** steps))
-            if rate >= floor and rate not in probed:
-                return rate, "step down"
-    if need_hi and hi is None:  # nothing fails on every launch: step above this launch's passes
-        passed_here = [p.rate_qps for p in here if p.passed]
-        base = max(passed_here + [a.first_failure_qps or 0.0])
-        if base > 0:
+            target = round_rate(min(failed_here) * max(0.0, 1 - 2 * precision * 2 ** steps))
+            if lo is not None and lo >= target:
+                return lo, "repeat"
+            if target >= floor and target not in here_rates:
+                return target, "step down"
+    if (hi is None or rates[hi].launches < 2) and (hi is None or hi not in here_rates):
+        passed_here = [p.rate_qps for p in here if p.passed and (a.first_failure_qps is None
+                                                                  or p.rate_qps >= a.first_failure_qps)]
+        if not passed_here:
+            if hi is not None:
+                return hi, "repeat"
+        else:  # the upper end passed here: the next higher failure, or a step above the pass
             steps = sum(1 for p in here if p.step == "step up")
-            rate = round_rate(base * (1 + 2 * precision * 2 ** steps))
-            if rate <= ceiling and rate not in here_rates:
-                return rate, "step up"
+            target = round_rate(max(passed_here) * (1 + 2 * precision * 2 ** steps))
+            if hi is not None and hi <= target:
+                return hi, "repeat"
+            if target <= ceiling and target not in here_rates:
+                return target, "step up"
     return None
 
 

@@ -133,22 +133,21 @@ def test_a_bracket_that_fails_on_the_second_launch_is_searched_again_and_repeate
 
 
 def test_a_later_launch_steps_outward_when_the_bracket_does_not_hold():
-    base = answer([_p(50, 0, True, step="start"), _p(100, 0, False), _p(72, 0, True), _p(75, 0, False),
-                   _p(72, 1, False, step="repeat"), _p(75, 1, False, step="repeat")],
+    history = [_p(50, 0, True, step="start"), _p(100, 0, False), _p(72, 0, True), _p(75, 0, False)]
+    down = answer(history + [_p(72, 1, False, step="repeat")], base=BASE, criteria=Criteria())
+    # the lower end failed on launch 1: step below it by twice the precision (the next pass of
+    # launch 0, 50, is further away), never bisect back into the zone where verdicts flip
+    assert cap.next_rate(down, 1, 50, 0.05) == (64.8, "step down")
+    near = answer([_p(66, 0, True, step="start"), *history[1:], _p(72, 1, False, step="repeat")],
                   base=BASE, criteria=Criteria())
-    # the lower end failed on launch 1: repeat the next lower pass of launch 0 (50), never
-    # bisect between 50 and 72 again on this launch
-    assert cap.next_rate(base, 1, 50, 0.05) == (50, "repeat")
-    up = answer([_p(50, 0, True, step="start"), _p(100, 0, False), _p(72, 0, True), _p(75, 0, False),
-                 _p(72, 1, True, step="repeat"), _p(75, 1, True, step="repeat")],
+    assert cap.next_rate(near, 1, 66, 0.05) == (66, "repeat")  # a pass close below: repeat it
+    up = answer(history + [_p(72, 1, True, step="repeat"), _p(75, 1, True, step="repeat")],
                 base=BASE, criteria=Criteria())
-    # the upper end passed on launch 1: the next failure of launch 0 above it is repeated
-    assert cap.next_rate(up, 1, 50, 0.05) == (100, "repeat")
-    # ...and where launch 0 has none, the search steps above the highest pass of this launch
-    none_above = answer([_p(50, 0, True, step="start"), _p(75, 0, False), _p(72, 0, True),
-                         _p(72, 1, True, step="repeat"), _p(75, 1, True, step="repeat")],
-                        base=BASE, criteria=Criteria())
-    assert cap.next_rate(none_above, 1, 50, 0.05) == (82.5, "step up")
+    # the upper end passed on launch 1: step above it (launch 0's next failure, 100, is further)
+    assert cap.next_rate(up, 1, 50, 0.05) == (82.5, "step up")
+    confirmed = answer(history + [_p(72, 1, True, step="repeat"), _p(75, 1, False, step="repeat")],
+                       base=BASE, criteria=Criteria())
+    assert confirmed.confirmed and cap.next_rate(confirmed, 1, 50, 0.05) is None
 
 
 def test_a_search_out_of_budget_says_it_is_unconfirmed(store, tmp_path):

@@ -1,0 +1,84 @@
+"""Capacity on real BM and CN (IC tiny, one pinned core): the search finds a rate at which
+LoadGen's Server run is VALID with p99 (queue included) within the SLO, and at 1.25 times
+that rate a fresh probe is INVALID or over the SLO; probes are stored runs with their rate,
+the bracket is repeated on a second launch, and the CLI prints the answer."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deploybench import capacity as cap
+from deploybench.execute import BlockSet, Contender, RunSettings, run_block_set
+from deploybench.platforms.baremetal import BareMetal
+from deploybench.platforms.container import Container, probe
+from deploybench.platforms.container.launchers import OciRuntime
+from deploybench.scenario import Scenario
+
+pytestmark = pytest.mark.usefixtures("needs_cgroups")
+# 250 ms: this 2-core host is shared with other engineers' test runs, whose CPU-bound
+# processes land on the pinned core too and put tails of 100-200 ms into any round
+CRITERIA = cap.Criteria(slo_ms=250.0, percentile=99.0)
+REQUESTS = cap.default_requests(99.0)
+
+
+def _platform(name):
+    if name.startswith("CN"):
+        problem = probe(OciRuntime("runc"))
+        if problem:
+            pytest.skip(f"runc cannot run a container here: {problem}")
+        return Container()
+    return BareMetal()
+
+
+@pytest.mark.parametrize("name", ["BM/1/PIN/CPU", "CN/1/PIN/CPU"])
+def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_data, store):
+    platform = _platform(name)
+    scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
+    settings = RunSettings(timeout_s=300, busy_threshold=0)
+    answer = cap.search(Contender(scenario, platform, ic_data, settings),
+                        cap.SearchSettings(CRITERIA, REQUESTS, budget_s=420), sink=store.add, on_note=print)
+    print(f"\n{name}: {answer.statement()} (stop: {answer.stop})")
+    assert answer.capacity_qps is not None, answer.statement()
+    runs = store.runs()
+    probes = [r for r in runs if cap.is_probe(r)]
+    assert {r.scenario.target_qps for r in probes} == {p.rate_qps for p in answer.probes}
+    assert len({r.launch_id for r in probes}) >= 2, "the bracket was not repeated on another launch"
+    # at the found rate: every probe passed, LoadGen VALID and p99 (queue included) <= the SLO
+    at_capacity = [r for r in probes if r.scenario.target_qps == answer.capacity_qps]
+    for record in at_capacity:
+        verdict = cap.judge(record, CRITERIA)
+        assert record.loadgen["validity"] == "VALID" and verdict.latency_ms <= CRITERIA.slo_ms
+        assert record.platform["footprint"]["worker_peak_rss_kb"] > 0
+    # 1.25 times that rate, in a fresh launch: INVALID or over the SLO
+    over = scenario.with_(target_qps=cap.round_rate(1.25 * answer.capacity_qps))
+    bound = RunSettings(timeout_s=300, busy_threshold=0, server_target_latency_ms=CRITERIA.slo_ms,
+                        server_latency_percentile=CRITERIA.percentile)
+    records = run_block_set(BlockSet((Contender(over, platform, ic_data, bound),), blocks=1, warmup_rounds=1),
+                            store.add).records
+    record = records[-1]
+    verdict = cap.judge(record, CRITERIA)
+    print(f"{name} at 1.25 x {answer.capacity_qps:g} = {over.target_qps:g} qps: LoadGen "
+          f"{record.loadgen.get('validity')}, p99 {verdict.latency_ms:.1f} ms")
+    assert record.status == "ok"
+    assert record.loadgen["validity"] == "INVALID" or verdict.latency_ms > CRITERIA.slo_ms
+
+
+def test_the_cli_prints_the_capacity_and_stores_every_probe(tmp_path, ic_data):
+    db = tmp_path / "cap.db"
+    out = subprocess.run([sys.executable, "-m", "deploybench", "capacity", "BM/1/PIN/CPU", "--app", "ic",
+                          "--model-size", "tiny", "--slo-ms", "200", "--percentile", "90", "--requests", "64",
+                          "--precision", "0.2", "--launches", "2", "--budget", "3m", "--db", str(db),
+                          "--json", "--data-count", "8",
+                          # other engineers' sessions may measure on this shared host meanwhile
+                          "--allow-concurrent"], capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (answer,) = json.loads(out.stdout)
+    assert answer["schema"] == 1 and answer["scenario"] == "BM/1/PIN/CPU" and answer["slo_ms"] == 200
+    assert answer["capacity_qps"] and answer["statement"].startswith(f"{answer['capacity_qps']:g} qps meets p90")
+    assert "probe BM/1/PIN/CPU @" in out.stderr  # the progress: one line per probe
+    shown = subprocess.run([sys.executable, "-m", "deploybench", "show", "--db", str(db)],
+                           capture_output=True, text=True, timeout=120)
+    assert f"{len(answer['probes'])} capacity probes not in the table" in shown.stdout
