@@ -673,13 +673,18 @@ def capacity_plan_lines(study: Any, planned: Sequence[Any]) -> list[str]:
     """`sweep --plan` lines of the ``[capacity]`` searches (what runs after the groups)."""
     if not planned:
         return []
+    from .planning import format_duration
+
     c = study.model.capacity
     runnable = [p for p in planned if p.skip_reason is None]
-    lines = [f"  capacity after the groups: {len(runnable)} search(es) of {len(planned)}, at most "
-             f"{c.budget_s:g} s each, {c.max_launches} launches, bracket within {c.precision:.0%}"]
-    for p in runnable:
-        s = study.capacity_search(p.scenario, p.emulated)
-        lines.append(f"    search {p.scenario.label}: {s.criteria.describe}, {s.requests} requests per probe"
+    settings = [study.capacity_search(p.scenario, p.emulated) for p in runnable]
+    total = sum(s.budget_s or 0.0 for s in settings)
+    lines = [f"  capacity after the groups: {len(runnable)} search(es) of {len(planned)}, up to "
+             f"{format_duration(total)} more (each search's budget), {c.max_launches} launches each, "
+             f"bracket within {c.precision:.0%}"]
+    for p, s in zip(runnable, settings):
+        lines.append(f"    search {p.scenario.label}: {s.criteria.describe}, {s.requests} requests per probe, "
+                     f"at most {format_duration(s.budget_s or 0.0)}"
                      + (" [emulated (TCG): a function check]" if p.emulated else ""))
     for p in planned:
         if p.skip_reason is not None:

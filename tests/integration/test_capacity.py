@@ -1,7 +1,8 @@
 """Capacity on real BM and CN (IC tiny, one pinned core): the search finds a rate at which
 LoadGen's Server run is VALID with p99 (queue included) within the SLO, and at 1.25 times
-that rate a fresh probe is INVALID or over the SLO; probes are stored runs with their rate,
-the bracket is repeated on a second launch, and the CLI prints the answer."""
+that rate a probe is INVALID or over the SLO (checked in a fresh session, right after a probe
+at the rate itself); probes are stored runs with their rate, the bracket is repeated on a
+second launch, and the CLI prints the answer -- for a user's own app too."""
 from __future__ import annotations
 
 import json
@@ -11,11 +12,13 @@ import sys
 import pytest
 
 from deploybench import capacity as cap
-from deploybench.execute import BlockSet, Contender, RunSettings, run_block_set
+from deploybench.execute import Contender, RoundMeasurer, RunSettings, Slot
+from deploybench.platforms.ledger import Ledger
 from deploybench.platforms.baremetal import BareMetal
 from deploybench.platforms.container import Container, probe
 from deploybench.platforms.container.launchers import OciRuntime
 from deploybench.scenario import Scenario
+from tests.conftest import open_session
 
 pytestmark = pytest.mark.usefixtures("needs_cgroups")
 # 250 ms: this 2-core host is shared with other engineers' test runs, whose CPU-bound
@@ -52,18 +55,34 @@ def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_d
         verdict = cap.judge(record, CRITERIA)
         assert record.loadgen["validity"] == "VALID" and verdict.latency_ms <= CRITERIA.slo_ms
         assert record.platform["footprint"]["worker_peak_rss_kb"] > 0
-    # 1.25 times that rate, in a fresh launch: INVALID or over the SLO
+    # 1.25 times that rate fails. Checked in pairs (the capacity, then 1.25 times it) in one
+    # fresh session, so that both rounds see the same host: other engineers' sessions load
+    # this shared host differently from one minute to the next, and a pair may be retried
     over = scenario.with_(target_qps=cap.round_rate(1.25 * answer.capacity_qps))
+    at = scenario.with_(target_qps=answer.capacity_qps)
     bound = RunSettings(timeout_s=300, busy_threshold=0, server_target_latency_ms=CRITERIA.slo_ms,
                         server_latency_percentile=CRITERIA.percentile)
-    records = run_block_set(BlockSet((Contender(over, platform, ic_data, bound),), blocks=1, warmup_rounds=1),
-                            store.add).records
-    record = records[-1]
-    verdict = cap.judge(record, CRITERIA)
-    print(f"{name} at 1.25 x {answer.capacity_qps:g} = {over.target_qps:g} qps: LoadGen "
-          f"{record.loadgen.get('validity')}, p99 {verdict.latency_ms:.1f} ms")
-    assert record.status == "ok"
-    assert record.loadgen["validity"] == "INVALID" or verdict.latency_ms > CRITERIA.slo_ms
+    with open_session(over, platform, ic_data, timeout_s=300) as session:
+        measure = RoundMeasurer(None, Ledger())
+        pairs = []
+        for attempt in range(3):
+            verdicts = []
+            for n, target in enumerate((at, over)):
+                slot = Slot(attempt, n, None, None, key=f"check-{attempt}-{n}")
+                record = measure(Contender(target, platform, ic_data, bound), session, slot, False)
+                store.add(record)
+                assert record.status == "ok", record.error
+                verdicts.append(cap.judge(record, CRITERIA))
+            pairs.append(verdicts)
+            print(f"{name} pair {attempt + 1}: {at.target_qps:g} qps "
+                  f"{'pass' if verdicts[0].passed else 'FAIL'} (p99 {verdicts[0].latency_ms:.1f} ms), "
+                  f"{over.target_qps:g} qps {'pass' if verdicts[1].passed else 'FAIL'} "
+                  f"(p99 {verdicts[1].latency_ms:.1f} ms, LoadGen {'VALID' if verdicts[1].loadgen_valid else 'INVALID'})")
+            if verdicts[0].passed and not verdicts[1].passed:
+                break
+    at_rate, quarter_more = pairs[-1]
+    assert at_rate.passed and not quarter_more.passed, f"every pair: {pairs}"
+    assert not quarter_more.loadgen_valid or quarter_more.latency_ms > CRITERIA.slo_ms
 
 
 def test_the_cli_prints_the_capacity_and_stores_every_probe(tmp_path, ic_data):
@@ -82,3 +101,22 @@ def test_the_cli_prints_the_capacity_and_stores_every_probe(tmp_path, ic_data):
     shown = subprocess.run([sys.executable, "-m", "deploybench", "show", "--db", str(db)],
                            capture_output=True, text=True, timeout=120)
     assert f"{len(answer['probes'])} capacity probes not in the table" in shown.stdout
+
+
+def test_a_users_own_app_has_a_capacity_too(tmp_path):
+    """The README's SignalApp (numpy only), found on PYTHONPATH by the CLI and the worker."""
+    import os
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    env = {**os.environ, "PYTHONPATH": f"{examples}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "DEPLOYBENCH_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-m", "deploybench", "capacity", "BM/1/PIN/CPU", "--app",
+                          "my_app:SignalApp", "--model-size", "tiny", "--slo-ms", "100", "--percentile", "90",
+                          "--requests", "64", "--precision", "0.2", "--launches", "2", "--budget", "2m",
+                          "--data-count", "8", "--db", str(tmp_path / "own.db"), "--json", "--allow-concurrent"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (answer,) = json.loads(out.stdout)
+    assert answer["app"] == "my_app:SignalApp" and answer["capacity_qps"], answer["statement"]
+    print(f"\nSignalApp BM/1/PIN/CPU: {answer['statement']}")
