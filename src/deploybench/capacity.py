@@ -541,6 +541,14 @@ def search(contender: Any, settings: SearchSettings, *, sink: Callable[[Any], No
                 note(f"capacity {base.name}: Offline warm-up {throughput or 0:.3g} requests/s; "
                      f"starting at {round_rate(start_qps):g} qps ({criteria.describe}, "
                      f"{settings.requests} requests per probe)")
+                service_ms = record.summary.get("e2e_mean_ms")  # Offline: no queue, the work itself
+                if service_ms and settings.requests * service_ms < criteria.slo_ms:
+                    # even if every request arrived at once, the last would wait less than the SLO
+                    stop = (f"no rate can fail: a probe's whole work ({settings.requests} requests x "
+                            f"{service_ms:.3g} ms = {settings.requests * service_ms:.3g} ms) is shorter than "
+                            f"the SLO; use --requests {math.ceil(4 * criteria.slo_ms / service_ms)} or more, "
+                            "or a tighter --slo-ms")
+                    break
             while True:
                 nxt = next_rate(current(), launch_index, start_qps, settings.precision)
                 if nxt is None:

@@ -555,7 +555,8 @@ def capacity(
         typer.echo(json.dumps([a.to_json() for a in answers], indent=1))
     else:
         print_capacity_table(answers)
-    failed = [a for a in answers if a.stop.startswith(("launch failed", "a probe", "the warm-up"))]
+    failed = [a for a in answers if a.stop.startswith(("launch failed", "a probe", "the warm-up",
+                                                         "no rate can fail"))]
     if failed:
         typer.echo(f"{len(failed)} of {len(answers)} searches ended on a failure (stored with the "
                    "reason; `deploybench show` lists failed runs)", err=True)

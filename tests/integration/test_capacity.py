@@ -40,15 +40,17 @@ def _platform(name):
 def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_data, store):
     platform = _platform(name)
     scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
-    settings = RunSettings(timeout_s=300, busy_threshold=0)
+    settings = RunSettings(timeout_s=300)  # each round records the CPU others used meanwhile
     answer = cap.search(Contender(scenario, platform, ic_data, settings),
-                        cap.SearchSettings(CRITERIA, REQUESTS, budget_s=420), sink=store.add, on_note=print)
-    print(f"\n{name}: {answer.statement()} (stop: {answer.stop})")
-    assert answer.capacity_qps is not None, answer.statement()
+                        cap.SearchSettings(CRITERIA, REQUESTS, budget_s=600), sink=store.add, on_note=print)
     runs = store.runs()
     probes = [r for r in runs if cap.is_probe(r)]
+    shares = [r.host["other_cpu_share"] for r in probes if r.host.get("other_cpu_share") is not None]
+    busy = f"others used {100 * sum(shares) / max(1, len(shares)):.0f}% of the host's CPU meanwhile"
+    print(f"\n{name}: {answer.statement()} (stop: {answer.stop}; {busy})")
+    assert answer.capacity_qps is not None, f"{answer.statement()} ({busy})"
     assert {r.scenario.target_qps for r in probes} == {p.rate_qps for p in answer.probes}
-    assert len({r.launch_id for r in probes}) >= 2, "the bracket was not repeated on another launch"
+    assert len({r.launch_id for r in probes}) >= 2, f"the bracket was not repeated on another launch ({busy})"
     # at the found rate: every probe passed, LoadGen VALID and p99 (queue included) <= the SLO
     at_capacity = [r for r in probes if r.scenario.target_qps == answer.capacity_qps]
     for record in at_capacity:
@@ -81,7 +83,7 @@ def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_d
             if verdicts[0].passed and not verdicts[1].passed:
                 break
     at_rate, quarter_more = pairs[-1]
-    assert at_rate.passed and not quarter_more.passed, f"every pair: {pairs}"
+    assert at_rate.passed and not quarter_more.passed, f"every pair: {pairs} ({busy})"
     assert not quarter_more.loadgen_valid or quarter_more.latency_ms > CRITERIA.slo_ms
 
 
@@ -111,9 +113,10 @@ def test_a_users_own_app_has_a_capacity_too(tmp_path):
     examples = Path(__file__).resolve().parents[2] / "examples"
     env = {**os.environ, "PYTHONPATH": f"{examples}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "DEPLOYBENCH_HOME": str(tmp_path / "home")}
+    # SignalApp serves a request in well under a millisecond: a tight SLO, enough requests
     out = subprocess.run([sys.executable, "-m", "deploybench", "capacity", "BM/1/PIN/CPU", "--app",
-                          "my_app:SignalApp", "--model-size", "tiny", "--slo-ms", "100", "--percentile", "90",
-                          "--requests", "64", "--precision", "0.2", "--launches", "2", "--budget", "2m",
+                          "my_app:SignalApp", "--model-size", "tiny", "--slo-ms", "5", "--percentile", "90",
+                          "--requests", "2000", "--precision", "0.2", "--launches", "2", "--budget", "2m",
                           "--data-count", "8", "--db", str(tmp_path / "own.db"), "--json", "--allow-concurrent"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]

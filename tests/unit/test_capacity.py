@@ -193,3 +193,12 @@ def test_a_study_asks_for_capacity_and_a_resumed_sweep_does_not_search_again(sto
     with pytest.raises(StudyError, match=r"capacity.scenarios\[0\]: cannot read scenario"):
         Study.from_dict({"name": "s", "apps": ["ic"], "platforms": ["BM"], "cores": [1],
                          "capacity": {"scenarios": ["BM/one"]}})
+
+
+def test_a_probe_too_short_to_ever_queue_beyond_the_slo_is_said_not_searched(store, tmp_path):
+    """A fast app (0.1 ms a request): 662 requests are 66 ms of work, all of which arriving at
+    once could not make the last wait 100 ms. No rate can fail: the search says so."""
+    platform = QueuePlatform(lambda launch: 0.0001)
+    a = _search(platform, tmp_path, store)
+    assert a.probes == () and a.stop.startswith("no rate can fail")
+    assert "use --requests" in a.statement()
