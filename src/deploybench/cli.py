@@ -648,7 +648,7 @@ def show_footprint(records: list[Any], as_json: bool) -> None:
         table.add_column(column, justify="left" if column in ("scenario", "app") else "right",
                          no_wrap=column == "scenario")
     for c in rows:
-        table.add_row(c.name + (" (TCG)" if c.emulated else ""), c.app, str(c.runs),
+        table.add_row(c.display + (" (TCG)" if c.emulated else ""), c.app, str(c.runs),
                       _fmt(c.worker_peak_rss_mib, 0), _fmt(c.memory_mib, 0), _fmt(c.memory_beyond_worker_mib, 0),
                       _fmt(c.guest_kernel_mib, 0), _fmt(c.guest_page_cache_unmapped_mib, 0),
                       _fmt(c.vmm_overhead_mib, 0), _fmt(c.runtime_mib, 1), _fmt(c.shared_mib, 0),

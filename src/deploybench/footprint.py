@@ -310,15 +310,24 @@ class ScenarioCost:
     energy_j_per_request: float | None = None
     energy_method: str | None = None
     outside_roles: tuple[str, ...] = ()
+    #: what launched a container (runc, crun, docker, podman): it changes the footprint, so
+    #: runs through different launchers are never pooled here
+    launcher: str = ""
 
     @property
     def emulated(self) -> bool:
         return self.accel == "tcg"
 
+    @property
+    def display(self) -> str:
+        """The scenario's name with its launcher, e.g. ``CN/1/PIN/CPU (podman)``."""
+        return self.name + (f" ({self.launcher})" if self.launcher else "")
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["outside_roles"] = list(self.outside_roles)
         out["emulated"] = self.emulated
+        out["display"] = self.display
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
@@ -362,7 +371,17 @@ def scenario_cost(records: Sequence["RunRecord"]) -> ScenarioCost | None:
         create_start_s=_mean(create_start) if create_start else None,
         energy_j_per_request=_mean([e.get("joules_per_request") for e in energies]),
         energy_method=energies[0].get("method") if energies else None,
-        outside_roles=tuple(roles))
+        outside_roles=tuple(roles), launcher=launcher_of(first))
+
+
+def launcher_of(record: "RunRecord") -> str:
+    """What launched a container round: the engine, else the OCI runtime ('' for BM and VMs)."""
+    facts = record.platform
+    if record.scenario.platform.value == "CN":
+        return str(facts.get("engine") or facts.get("runtime") or "")
+    if record.scenario.platform.value == "VMCN":
+        return str(facts.get("container_runtime") or "")
+    return ""
 
 
 def costs(records: Sequence["RunRecord"]) -> list[ScenarioCost]:
@@ -371,15 +390,22 @@ def costs(records: Sequence["RunRecord"]) -> list[ScenarioCost]:
     from .store import group_by_scenario
 
     order = {"BM": 0, "CN": 1, "VM": 2, "MVM": 3, "VMCN": 4}
-    out = [c for group in group_by_scenario(records).values() if (c := scenario_cost(group)) is not None]
-    return sorted(out, key=lambda c: (c.app, c.accel == "tcg", order.get(c.platform, 9), c.cores, c.label))
+    out = []
+    for group in group_by_scenario(records).values():
+        by_launcher: dict[str, list["RunRecord"]] = {}
+        for record in group:
+            by_launcher.setdefault(launcher_of(record), []).append(record)
+        out += [c for part in by_launcher.values() if (c := scenario_cost(part)) is not None]
+    return sorted(out, key=lambda c: (c.app, c.accel == "tcg", order.get(c.platform, 9), c.cores, c.label,
+                                      c.launcher))
 
 
 def cost_key(records: Sequence["RunRecord"]) -> tuple[float, float, float, float]:
     """The tie-break among equivalent scenarios: sort ascending, cheapest first.
 
     ``(cores, memory beyond the worker in MiB, CPU outside the worker in ms per request,
-    start latency in s)`` of one scenario's runs (one cell). Memory is rounded to whole MiB
+    start latency in s)`` of one scenario's runs (one cell; for CN, of one launcher: a cell
+    that mixes runc and Docker rounds averages their costs). Memory is rounded to whole MiB
     and CPU to 0.1 ms, so that noise does not decide between platforms that cost the same
     (BM and CN through runc both cost 0 MiB beyond the worker); what was not recorded
     (runs from before footprints) sorts last in its place."""

@@ -127,3 +127,15 @@ def test_costs_list_one_row_per_scenario_in_platform_order():
     rows = fp.costs(records)
     assert [c.platform for c in rows] == ["BM", "VM"] and rows[0].runs == 3
     assert rows[0].to_json()["memory_beyond_worker_mib"] == 0.0
+
+
+def test_containers_through_different_launchers_are_costed_apart():
+    runc = _with_footprint(synthetic_runs("CN/1/PIN/CPU", 10.0), 250_000, 250_000, 0.0, 0.5)
+    docker = _with_footprint(synthetic_runs("CN/1/PIN/CPU", 10.0, seed=1), 300_000, 250_000, 0.01, 2.0)
+    for r in runc:
+        r.platform["runtime"] = "runc"
+    for r in docker:
+        r.platform.update(engine="docker", runtime="docker")
+    rows = fp.costs(runc + docker)
+    assert [c.display for c in rows] == ["CN/1/PIN/CPU (docker)", "CN/1/PIN/CPU (runc)"]
+    assert {c.launcher: c.memory_beyond_worker_mib for c in rows} == {"docker": 50_000 / 1024, "runc": 0.0}
