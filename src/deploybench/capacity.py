@@ -489,7 +489,7 @@ def search(contender: Any, settings: SearchSettings, *, sink: Callable[[Any], No
     throughput: float | None = None
     launch_s: float | None = None
     stop = ""
-    counter = [0]
+    probed = 0  # probes so far (their slots' numbers)
 
     def current(stop_text: str = "") -> CapacityAnswer:
         return answer(probes, base=base, criteria=criteria, search_id=search_id, emulated=emulated,
@@ -557,10 +557,10 @@ def search(contender: Any, settings: SearchSettings, *, sink: Callable[[Any], No
                 if left() < probe_cost(rate):
                     stop = "budget: no time left for another probe"
                     break
-                counter[0] += 1
+                probed += 1
                 scenario = base.with_(target_qps=rate)
-                slot = Slot(launch_index, counter[0], None, None,
-                            key=f"cap-{search_id[:12]}-l{launch_index}p{counter[0]}")
+                slot = Slot(launch_index, probed, None, None,
+                            key=f"cap-{search_id[:12]}-l{launch_index}p{probed}")
                 record = measure(Contender(scenario, contender.platform, contender.data_dir, run_settings),
                                  session, slot, False)
                 verdict = judge(record, criteria)
