@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from .datasets import DEFAULT_DATA_COUNT  # stdlib only: --help stays light
+from .scenario import DEFAULT_TARGET_QPS  # stdlib only
 
 
 def _click_exceptions() -> Any:
@@ -202,6 +203,15 @@ MarginOption = Annotated[float, typer.Option(
 ConfidenceOption = Annotated[float, typer.Option(
     "--confidence", min=0.5, max=0.999, help="confidence of every decision (1 - alpha)")]
 
+ModelSizeOption = Annotated[Optional[str], typer.Option("--model-size", help=_sizes_help())]
+BackendOption = Annotated[Optional[str], typer.Option(
+    "--backend", help="inference backend: torch or onnxruntime (default: the app's first)")]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="requests per inference batch")]
+InferenceOnlyOption = Annotated[bool, typer.Option("--inference-only", help="time the model only (DLBS-style)")]
+DataCountOption = Annotated[int, typer.Option("--data-count", min=1, help="input files in the data set")]
+SeedOption = Annotated[int, typer.Option("--seed", help="seed of the data set and the worker (run: also "
+                                         "of the order of rounds in each block)")]
+CpusOption = Annotated[Optional[str], typer.Option("--cpus", help="cores for PIN scenarios, e.g. 2,3")]
 
 #: options of `run` that `sweep` does not take, and why (a unit test keeps this table true)
 RUN_ONLY_OPTIONS: dict[str, str] = {
@@ -215,7 +225,7 @@ RUN_ONLY_OPTIONS: dict[str, str] = {
     "--loadgen-scenario": "a study sets loadgen_scenario",
     "--batch-size": "a study sets batch_size",
     "--inference-only": "a study sets inference_only",
-    "--target-qps": "Server load of a one-off run; studies use Offline by default",
+    "--target-qps": "a study sets target_qps (its Server scenarios' arrival rate)",
     "--data-count": "a study sets data_count",
     "--seed": "a study sets its seed (data set, worker and run order)",
     "--cpus": "explicit cores fit one scenario; a study has many core counts",
@@ -366,6 +376,19 @@ def _only_app(records: list[Any], app_name: Optional[str], db: Path) -> list[Any
     return picked
 
 
+def _server_rate(loadgen_scenario: str, target_qps: Optional[float]) -> Optional[float]:
+    """The Server scenario's arrival rate (part of the scenario); refused for the others."""
+    from .scenario import LoadgenScenario, ScenarioError, _enum_value
+
+    kind = _enum_value(LoadgenScenario, loadgen_scenario, "LoadGen scenario")
+    if kind is not LoadgenScenario.SERVER:
+        if target_qps is not None:
+            raise ScenarioError(f"--target-qps is the arrival rate of the Server scenario; "
+                                f"{kind.value} has none: drop it or add --loadgen-scenario Server")
+        return None
+    return DEFAULT_TARGET_QPS if target_qps is None else target_qps
+
+
 def _workload(app_name: str, model_size: Optional[str], backend: Optional[str]) -> tuple[type, str, str]:
     """The app class, its model size and backend, checked (one-line errors)."""
     from .apps import resolve_app_class
@@ -388,9 +411,8 @@ def run(
     scenarios: Annotated[List[str], typer.Argument(
         metavar="SCENARIO...", help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/2/PIN/CPU")],
     app_name: AppOption = "ic",
-    model_size: Annotated[Optional[str], typer.Option("--model-size", help=_sizes_help())] = None,
-    backend: Annotated[Optional[str], typer.Option(
-        "--backend", help="inference backend: torch or onnxruntime (default: the app's first)")] = None,
+    model_size: ModelSizeOption = None,
+    backend: BackendOption = None,
     requests: Annotated[int, typer.Option("--requests", min=1, help="requests per round (one stored run)")] = 32,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="measured rounds (stored runs) per "
                                         "scenario, interleaved in blocks")] = 1,
@@ -402,14 +424,15 @@ def run(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="warm-up rounds per launch first "
                                         "(stored with status warmup, never averaged)")] = 0,
     loadgen_scenario: Annotated[str, typer.Option("--loadgen-scenario", help="Offline, SingleStream or Server")] = "Offline",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="requests per inference batch")] = 1,
-    inference_only: Annotated[bool, typer.Option("--inference-only", help="time the model only (DLBS-style)")] = False,
-    target_qps: Annotated[float, typer.Option("--target-qps", callback=_positive,
-                                              help="Server scenario arrival rate")] = 10.0,
-    data_count: Annotated[int, typer.Option("--data-count", min=1, help="input files in the data set")] = DEFAULT_DATA_COUNT,
-    seed: Annotated[int, typer.Option("--seed", help="seed of the data set, the worker and the "
-                                      "order of rounds in each block")] = 0,
-    cpus: Annotated[Optional[str], typer.Option("--cpus", help="cores for PIN scenarios, e.g. 2,3")] = None,
+    batch_size: BatchSizeOption = 1,
+    inference_only: InferenceOnlyOption = False,
+    target_qps: Annotated[Optional[float], typer.Option(
+        "--target-qps", callback=_positive,
+        help=f"Server only: the arrival rate in queries per second, part of the scenario "
+             f"(default {DEFAULT_TARGET_QPS:g})")] = None,
+    data_count: DataCountOption = DEFAULT_DATA_COUNT,
+    seed: SeedOption = 0,
+    cpus: CpusOption = None,
     timeout: TimeoutOption = 900.0,
     db: DbOption = Path("deploybench.db"),
     as_json: JsonOption = False,
@@ -432,7 +455,8 @@ def run(
     app_cls, size, backend = _workload(app_name or "ic", model_size, backend)
     workload = dict(app=app_name or "ic", model_size=size, backend=backend, requests=requests,
                     loadgen_scenario=loadgen_scenario, batch_size=batch_size,
-                    inference_only=inference_only)
+                    inference_only=inference_only,
+                    target_qps=_server_rate(loadgen_scenario, target_qps))
     options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
                                initrd=initrd, cpus=cpus)
     planned = _validate(scenarios, workload, options)
@@ -442,7 +466,7 @@ def run(
     store.check_writable()  # refuse now, not after measuring
     refuse_concurrent(allow_concurrent)
     data_dir = ensure_data(app_cls(), data_count, seed)
-    settings = RunSettings(timeout_s=timeout or 900.0, server_target_qps=target_qps, seed=seed)
+    settings = RunSettings(timeout_s=timeout or 900.0, seed=seed)
     contenders = tuple(Contender(s, p, data_dir, settings) for s, p in planned)
     # execute and store
     records = []
@@ -471,17 +495,145 @@ def run(
 
 @app.command()
 @friendly
+def capacity(
+    scenarios: Annotated[List[str], typer.Argument(
+        metavar="SCENARIO...", help="PLATFORM/CORES/VNL|PIN/CPU|GPU, e.g. BM/1/PIN/CPU")],
+    app_name: AppOption = "ic",
+    slo_ms: Annotated[float, typer.Option("--slo-ms", callback=_positive,
+                                          help="the latency SLO (ms), queue included")] = 100.0,
+    percentile: Annotated[float, typer.Option("--percentile", min=1, max=99.99,
+                                              help="the SLO's percentile of per-request latency")] = 99.0,
+    budget: Annotated[str, typer.Option("--budget", help="wall time for all the searches, e.g. 10m, "
+                                        "1h, 90s (shared out among the scenarios)")] = "10m",
+    requests: Annotated[Optional[int], typer.Option(
+        "--requests", min=1, help="requests per probe (default: what LoadGen's early stopping needs at "
+                                  "the percentile with one slow request: 662 at p99, 64 at p90)")] = None,
+    precision: Annotated[float, typer.Option("--precision", min=0.001, max=1.0,
+                                             help="stop bisecting when the bracket is this narrow "
+                                                  "(relative)")] = 0.05,
+    launches: Annotated[int, typer.Option("--launches", min=1, help="launches per search at most (the "
+                                          "bracket is repeated on a second one)")] = 3,
+    start_qps: Annotated[Optional[float], typer.Option(
+        "--start-qps", callback=_positive,
+        help="the first rate probed (default: half the throughput of an Offline warm-up round)")] = None,
+    model_size: ModelSizeOption = None,
+    backend: BackendOption = None,
+    batch_size: BatchSizeOption = 1,
+    inference_only: InferenceOnlyOption = False,
+    data_count: DataCountOption = DEFAULT_DATA_COUNT,
+    seed: SeedOption = 0,
+    cpus: CpusOption = None,
+    timeout: TimeoutOption = 900.0,
+    db: DbOption = Path("deploybench.db"),
+    as_json: JsonOption = False,
+    accel: AccelOption = "auto",
+    kernel: KernelOption = None,
+    initrd: InitrdOption = None,
+    runtime: RuntimeOption = "runc",
+    engine: EngineOption = None,
+    allow_concurrent: AllowConcurrentOption = False,
+) -> None:
+    """The highest Server arrival rate each scenario sustains within a latency SLO: LoadGen
+    VALID and the percentile of latency (queue included) within --slo-ms. Brackets, bisects,
+    and repeats the bracket on another launch; every probe is stored as a run."""
+    import time
+
+    from .capacity import Criteria, SearchSettings, default_requests, search
+    from .datasets.cache import ensure_data
+    from .execute import Contender, RunSettings
+    from .planning import parse_duration
+    from .progress import RunProgress
+    from .store import Store
+
+    # plan
+    criteria = Criteria(slo_ms, percentile)
+    per_probe = requests or default_requests(percentile)
+    criteria.check_requests(per_probe)
+    budget_s = parse_duration(budget)
+    app_cls, size, backend = _workload(app_name or "ic", model_size, backend)
+    workload = dict(app=app_name or "ic", model_size=size, backend=backend, requests=per_probe,
+                    loadgen_scenario="Server", batch_size=batch_size, inference_only=inference_only)
+    options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
+                               initrd=initrd, cpus=cpus)
+    planned = _validate(scenarios, workload, options)
+    store = Store(db)
+    store.check_writable()  # refuse now, not after measuring
+    refuse_concurrent(allow_concurrent)
+    data_dir = ensure_data(app_cls(), data_count, seed)
+    settings = RunSettings(timeout_s=timeout or 900.0, seed=seed)
+    # execute and store
+    answers = []
+    began = time.monotonic()
+    with RunProgress(stream=sys.stderr if as_json else sys.stdout) as progress:
+        for i, (scenario, platform) in enumerate(planned):
+            share = (budget_s - (time.monotonic() - began)) / (len(planned) - i)
+            answers.append(search(
+                Contender(scenario, platform, data_dir, settings),
+                SearchSettings(criteria, per_probe, budget_s=share, precision=precision,
+                               max_launches=launches, start_qps=start_qps),
+                sink=store.keep, on_note=progress.note,
+                # a probe has its own line (its verdict); warm-ups and failures the usual one
+                on_record=lambda r: None if "capacity_probe" in r.host and r.status == "ok"
+                else progress.on_run(r)))
+    # summarise
+    if as_json:
+        typer.echo(json.dumps([a.to_json() for a in answers], indent=1))
+    else:
+        print_capacity_table(answers)
+    failed = [a for a in answers if a.stop.startswith(("launch failed", "a probe", "the warm-up",
+                                                         "no rate can fail"))]
+    if failed:
+        typer.echo(f"{len(failed)} of {len(answers)} searches ended on a failure (stored with the "
+                   "reason; `deploybench show` lists failed runs)", err=True)
+        raise typer.Exit(1)
+
+
+def print_capacity_table(answers: list[Any]) -> None:
+    """The capacity of each scenario, then each answer's confidence statement."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not answers:
+        return
+    table = Table(title=f"Capacity within {answers[0].criteria.describe} (queue included), LoadGen VALID")
+    for column in ("scenario", "app", "capacity (qps)", "per core", "latency at it (ms)",
+                   "fails at (qps)", "status"):
+        table.add_column(column, justify="left" if column in ("scenario", "app", "status") else "right")
+    for a in answers:
+        name = a.name + (" (TCG)" if a.emulated else "")
+        table.add_row(name, a.app, _fmt(a.capacity_qps, 3), _fmt(a.capacity_per_core, 3),
+                      _fmt(a.capacity_latency_ms, 1), _fmt(a.failing_qps or a.first_failure_qps, 3),
+                      a.status + (" (emulated)" if a.emulated else ""))
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    for a in answers:
+        console.print(f"{a.name}: {a.statement()}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly
 def show(
     db: DbOption = Path("deploybench.db"),
     as_json: Annotated[bool, typer.Option("--json", help="a list of JSON objects")] = False,
     app_name: Annotated[Optional[str], typer.Option("--app", help="only this app")] = None,
+    footprint: Annotated[bool, typer.Option(
+        "--footprint", help="what each scenario costs instead: memory beyond the worker (guest "
+                            "kernel, page cache, VMM, shim), CPU outside it, start and boot time, "
+                            "energy")] = False,
 ) -> None:
     """One line per scenario: runs, mean E2E with 95% CI, percentiles, phases, warnings."""
     from .findings import failures, summarize
     from .store import Store
 
+    from .capacity import is_probe
+
     store = Store(db, readonly=True)
     records = _only_app(store.runs(), app_name, db)
+    if footprint:
+        show_footprint(records, as_json)
+        return
+    probes = [r for r in records if is_probe(r)]  # capacity searches: `deploybench report`
+    records = [r for r in records if not is_probe(r)]
     summaries = summarize(records)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=1))
@@ -490,11 +642,48 @@ def show(
         typer.echo(f"no successful runs in {db}" + (f" for app {app_name}" if app_name else ""))
     else:
         print_table(summaries)
+    if probes:
+        typer.echo(f"{len(probes)} capacity probes not in the table: `deploybench report` has them "
+                   "(section \"Capacity under a latency SLO\")")
     failed = failures(records)
     if failed:
         typer.echo(f"{len(failed)} failed runs: " + "; ".join(
             f"{r.scenario.name} {r.status}: {r.error}" for r in failed[-5:]))
     _print_outliers_and_stops(summaries, store)
+
+
+def show_footprint(records: list[Any], as_json: bool) -> None:
+    """`show --footprint`: one line per scenario of what it costs beyond the model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .footprint import costs
+
+    rows = costs(records)
+    if as_json:
+        typer.echo(json.dumps([c.to_json() for c in rows], indent=1))
+        return
+    if not rows:
+        typer.echo("no successful runs to show the footprint of")
+        return
+    table = Table(title="What each scenario costs (host side; MiB, ms of CPU per request, s)")
+    columns = ("scenario", "app", "runs", "worker peak", "memory", "beyond worker", "guest kernel",
+               "guest cache*", "VMM", "runtime", "daemons", "CPU outside/req", "start", "boot", "J/req")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("scenario", "app") else "right",
+                         no_wrap=column == "scenario")
+    for c in rows:
+        table.add_row(c.display + (" (TCG)" if c.emulated else ""), c.app, str(c.runs),
+                      _fmt(c.worker_peak_rss_mib, 0), _fmt(c.memory_mib, 0), _fmt(c.memory_beyond_worker_mib, 0),
+                      _fmt(c.guest_kernel_mib, 0), _fmt(c.guest_page_cache_unmapped_mib, 0),
+                      _fmt(c.vmm_overhead_mib, 0), _fmt(c.runtime_mib, 1), _fmt(c.shared_mib, 0),
+                      _fmt(c.outside_cpu_ms_per_request, 2), _fmt(c.start_latency_s, 2), _fmt(c.boot_s, 2),
+                      _fmt(c.energy_j_per_request, 3))
+    console = Console(width=max(180, Console().width))
+    console.print(table)
+    console.print("* the guest's page cache that the worker does not map: the copy a VM holds beside "
+                  "the host's own cache. '-': not recorded (no guest, runs from before footprints, or "
+                  "no RAPL for energy: see `deploybench doctor`).", markup=False, highlight=False)
 
 
 def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[str] = None) -> None:
@@ -547,7 +736,8 @@ def sweep(
     from .datasets.cache import ensure_data
     from .findings import summarize
     from .host import host_facts
-    from .planning import format_duration, parse_duration, plan_lines, plan_study, vms_native
+    from .capacity import capacity_plan_lines, is_probe, run_study_capacity
+    from .planning import format_duration, parse_duration, plan_capacity, plan_lines, plan_study, vms_native
     from .platforms import check_platform_flags
     from .progress import RunProgress
     from .scenario import PlatformName
@@ -570,22 +760,26 @@ def sweep(
             raise CliError(f"study {study.name} has no app {app_name!r}: its apps are "
                            f"{', '.join(apps)} (--app picks one of them)")
         planned = [p for p in planned if p.scenario.app == app_name]
+    capacity_planned = plan_capacity(study, host_facts(), kvm=kvm, options=options)
+    if app_name:
+        capacity_planned = [p for p in capacity_planned if p.scenario.app == app_name]
     if timeout is not None:
-        planned = [dataclasses.replace(p, settings=dataclasses.replace(p.settings, timeout_s=timeout))
-                   for p in planned]
+        planned, capacity_planned = ([dataclasses.replace(p, settings=dataclasses.replace(p.settings, timeout_s=timeout))
+                                      for p in items] for items in (planned, capacity_planned))
     if plan:
         store = Store(db, readonly=True) if db.exists() else None
     else:
         store = Store(db)
         store.check_writable()  # refuse now, not after measuring
     lines, low, high = plan_lines(study, planned, store, kvm=kvm, budget_s=budget_s)
+    lines[-1:-1] = capacity_plan_lines(study, capacity_planned)
     if plan:
         say("\n".join(lines))
         return
     refuse_concurrent(allow_concurrent)
     say(lines[0])
     say(lines[-1])
-    for name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
+    for name in sorted({p.scenario.app for p in [*planned, *capacity_planned] if p.skip_reason is None}):
         ensure_data(create_app(name), study.model.data_count, study.seed)
     skipped: dict[str, int] = {}
     for p in planned:
@@ -608,8 +802,13 @@ def sweep(
                               allow_concurrent=allow_concurrent, sink=store.keep,
                               on_run=lambda p, record: progress.on_run(record), on_epoch=on_epoch,
                               on_stop=on_stop)
+        # the [capacity] searches, after the groups (they need their own warm sessions)
+        answers = run_study_capacity(
+            study, capacity_planned, store, sink=store.keep, on_note=progress.note,
+            budget_s=None if budget_s is None else budget_s - (time.time() - began),
+            on_record=lambda r: None if is_probe(r) and r.status == "ok" else progress.on_run(r))
     # summarise
-    records = store.runs(study=study.name)
+    records = [r for r in store.runs(study=study.name) if not is_probe(r)]
     if app_name:
         records = [r for r in records if r.scenario.app == app_name]
     summaries = summarize(records)
@@ -619,6 +818,7 @@ def sweep(
         print_table(summaries)
     if not as_json:
         _print_outliers_and_stops(summaries, store, study.name)
+        print_capacity_table(answers)
     labels = {p.key: p.scenario.label for p in planned}
     rows = store.study_runs(study.name)
     for group in make_groups(planned):

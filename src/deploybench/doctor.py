@@ -6,6 +6,7 @@ the platform's line, then what it depends on). Each check has a stable key for
 figures), ``info`` (an optional tool missing, something not prepared yet) or ``no``."""
 from __future__ import annotations
 
+from .energy import doctor_check as energy_check
 from .gpu import gpu_checks
 from .host import host_facts
 from .platforms import all_platforms
@@ -33,4 +34,5 @@ def doctor_checks() -> list[Check]:
     checks += platform_lines + extra
     checks += gpu_checks()  # GPUs, driver and CUDA, torch's view
     checks.append(gpu_container_check())
+    checks.append(energy_check())  # RAPL: joules per request, where the host has it
     return checks

@@ -28,7 +28,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import conditions
 from .datasets.cache import home
@@ -45,8 +45,11 @@ from .worker.job import WorkerJob
 class RunSettings:
     timeout_s: float = 900.0  # one round, and one launch
     warmup_batches: int = 1  # untimed batches when the worker loads
-    server_target_qps: float = 10.0
     seed: int = 0
+    #: Server only: the latency bound LoadGen's VALID checks (a capacity search sets its SLO);
+    #: None keeps LoadGen's defaults (100 ms at p99)
+    server_target_latency_ms: float | None = None
+    server_latency_percentile: float | None = None
     #: share of the host's CPU capacity used outside the session above which a round gets a
     #: HOST_BUSY warning (0 turns the check off)
     busy_threshold: float = 0.25
@@ -96,7 +99,14 @@ class BlockSet:
 
 
 def build_job(scenario: Scenario, *, data_dir: Path, settings: RunSettings) -> WorkerJob:
-    """The job of every round of ``scenario`` (its paths are filled in by the session)."""
+    """The job of every round of ``scenario`` (its paths are filled in by the session). A
+    Server scenario's arrival rate is its ``target_qps`` (the worker's default when a stored
+    scenario predates it)."""
+    rate = {} if scenario.target_qps is None else {"server_target_qps": scenario.target_qps}
+    if settings.server_target_latency_ms is not None:
+        rate["server_target_latency_ms"] = settings.server_target_latency_ms
+    if settings.server_latency_percentile is not None:
+        rate["server_latency_percentile"] = settings.server_latency_percentile
     return WorkerJob(
         app=scenario.app,
         data_dir=str(data_dir),
@@ -112,10 +122,10 @@ def build_job(scenario: Scenario, *, data_dir: Path, settings: RunSettings) -> W
         cores=scenario.cores,
         host_cores=host_facts().cores,
         warmup_batches=settings.warmup_batches,
-        server_target_qps=settings.server_target_qps,
         seed=settings.seed,
         scenario_name=scenario.name,
         git_revision=git_revision(),
+        **rate,
     )
 
 
@@ -161,9 +171,12 @@ class Slot:
     block_id: str | None
     position: int | None
     warmup_index: int | None = None
+    key: str | None = None  # a slot name of its own (a capacity probe's), for the run key
 
     @property
     def name(self) -> str:
+        if self.key is not None:
+            return self.key
         return f"e{self.epoch}w{self.warmup_index}" if self.block is None else f"e{self.epoch}b{self.block}"
 
 
@@ -208,17 +221,25 @@ def make_record(contender: Contender, outcome: RunOutcome, *, slot: Slot, study:
     return record
 
 
-def loadgen_reason(loadgen: dict[str, Any]) -> str:
-    """LoadGen's own words on why a run is INVALID (from its detail log)."""
-    return str(loadgen.get("invalid_reason") or "").strip() or "; ".join(
+def loadgen_reason(loadgen: Mapping[str, Any]) -> str:
+    """LoadGen's own words on why a run is INVALID (from its detail log), else the early
+    stopping or latency-bound verdict behind it."""
+    why = str(loadgen.get("invalid_reason") or "").strip() or "; ".join(
         str(e) for e in loadgen.get("errors", []) if e and "Max query count reached" not in str(e))
+    if not why and loadgen.get("early_stopping_met") is False:
+        text = " ".join(str(loadgen.get("early_stopping_result") or "").split())
+        why = "early stopping: " + (text.replace("* ", "").strip() or "not met")
+    if not why and loadgen.get("perf_constraints_met") is False:
+        why = "its latency bound was not met"
+    return why[:200]
 
 
-class _Round:
-    """Measures one round of an open session, with the host conditions around it."""
+class RoundMeasurer:
+    """Measures one round of an open session, with the host conditions around it; the
+    record is returned, not stored (the caller hands it to its sink)."""
 
-    def __init__(self, block_set: BlockSet, ledger: Ledger) -> None:
-        self.block_set = block_set
+    def __init__(self, study: str | None, ledger: Ledger) -> None:
+        self.study = study
         self.ledger = ledger
         self.usable = host_facts().usable_cpus
 
@@ -255,12 +276,21 @@ class _Round:
             extra.append(warning(WarningCode.CONCURRENT_RUN,
                                  f"{len(others)} other deploybench session(s) were live on this host "
                                  "during the round"))
-        return make_record(contender, outcome, slot=slot, study=self.block_set.study, started=started,
+        return make_record(contender, outcome, slot=slot, study=self.study, started=started,
                            finished=finished, host=host, extra_warnings=extra, warmup=warmup)
 
 
-def _launch_failure(contender: Contender, exc: BaseException, *, study: str | None, epoch: int,
-                    started: float) -> RunRecord:
+def launch(contender: Contender, *, ledger: Ledger, runs_root: Path) -> Any:
+    """Open ``contender``'s platform session (a warm worker); raises as ``Platform.open``."""
+    prototype = build_job(contender.scenario, data_dir=contender.data_dir, settings=contender.settings)
+    setup = SessionSetup(prototype=prototype, runs_root=runs_root, ledger=ledger,
+                         launch_timeout_s=contender.settings.timeout_s)
+    return contender.platform.open(contender.scenario, setup)
+
+
+def launch_failure_record(contender: Contender, exc: BaseException, *, study: str | None, epoch: int,
+                          started: float) -> RunRecord:
+    """A launch that failed, as a stored record (with the console's tail when there is one)."""
     import time
 
     if isinstance(exc, LaunchError):
@@ -288,7 +318,7 @@ def run_block_set(block_set: BlockSet, sink: Callable[[RunRecord], None], *,
     ledger = ledger or Ledger()
     runs_root = runs_root or home() / "runs"
     out = EpochResult()
-    measure = _Round(block_set, ledger)
+    measure = RoundMeasurer(block_set.study, ledger)
     rng = random.Random(f"{block_set.seed}:{block_set.study}:{block_set.epoch}")
     sessions: dict[str, Any] = {}
     by_key = {c.key: c for c in block_set.contenders}
@@ -306,18 +336,14 @@ def run_block_set(block_set: BlockSet, sink: Callable[[RunRecord], None], *,
         rng.shuffle(launch_order)
         for contender in launch_order:
             started = time.time()
-            prototype = build_job(contender.scenario, data_dir=contender.data_dir,
-                                  settings=contender.settings)
-            setup = SessionSetup(prototype=prototype, runs_root=runs_root, ledger=ledger,
-                                 launch_timeout_s=contender.settings.timeout_s)
             try:
-                session = contender.platform.open(contender.scenario, setup)
+                session = launch(contender, ledger=ledger, runs_root=runs_root)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed launch is a record, the epoch goes on
                 out.launch_failures[contender.key] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                emit(contender, _launch_failure(contender, exc, study=block_set.study,
-                                                epoch=block_set.epoch, started=started))
+                emit(contender, launch_failure_record(contender, exc, study=block_set.study,
+                                                      epoch=block_set.epoch, started=started))
                 continue
             sessions[contender.key] = session
             session.pause()

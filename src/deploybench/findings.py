@@ -357,7 +357,8 @@ def workload_key(scenario: Scenario) -> str:
 def workload_label(scenario: Scenario) -> str:
     parts = [scenario.model_size, scenario.backend]
     if scenario.loadgen_scenario.value != "Offline":
-        parts.append(scenario.loadgen_scenario.value)
+        parts.append(scenario.loadgen_scenario.value + (f" @{scenario.target_qps:g} qps"
+                                                        if scenario.target_qps is not None else ""))
     if scenario.batch_size != 1:
         parts.append(f"b{scenario.batch_size}")
     parts.append(f"{scenario.requests} req")

@@ -59,18 +59,34 @@ def vms_native(host: Any, options: PlatformOptions | None = None) -> bool:
 def plan_study(study: Study, host: Any, *, kvm: bool | None = None,
                options: PlatformOptions | None = None) -> list[PlannedScenario]:
     """Every scenario of the study, planned for ``host`` (HostFacts). Nothing is started."""
+    base = options or PlatformOptions()
+    kvm = vms_native(host, base) if kvm is None else kvm
+    return _plan(study, study.expand(kvm=kvm), host, kvm, base)
+
+
+def plan_capacity(study: Study, host: Any, *, kvm: bool | None = None,
+                  options: PlatformOptions | None = None) -> list[PlannedScenario]:
+    """The study's ``[capacity]`` searches, planned for ``host`` like its scenarios (skips
+    with their reasons); each item's scenario is the search's base (Server, no rate)."""
+    base = options or PlatformOptions()
+    if study.model.capacity is None:
+        return []
+    kvm = vms_native(host, base) if kvm is None else kvm
+    return _plan(study, study.capacity_scenarios(kvm=kvm), host, kvm, base)
+
+
+def _plan(study: Study, scenarios: Sequence[Scenario], host: Any, kvm: bool,
+          base: PlatformOptions) -> list[PlannedScenario]:
     from .datasets.cache import data_dir_for
     from .platforms import create_platform, implemented
 
     from .conditions import io_limits_for
 
-    base = options or PlatformOptions()
-    kvm = vms_native(host, base) if kvm is None else kvm
     m = study.model
     platform_reasons: dict[PlatformName, str | None] = {}
     app_reasons: dict[str, str | None] = {}
     planned: list[PlannedScenario] = []
-    for scenario in study.expand(kvm=kvm):
+    for scenario in scenarios:
         emulated = scenario.platform in VM_PLATFORMS and not kvm
         settings = RunSettings(timeout_s=study.timeout_for(scenario.platform, emulated),
                                seed=m.seed, busy_threshold=m.host.busy_threshold)

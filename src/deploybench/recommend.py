@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from . import stats
 from .findings import Cell, Comparison, Judge, verdict_text
+from .footprint import cost_key, describe_tie_break, scenario_cost
 from .scenario import PlatformName, Scenario, ScenarioError
 
 #: isolation cost, for the tie-break among equivalent scenarios
@@ -76,20 +77,23 @@ class Constraints:
         return None
 
 
+def tie_break_text(pick: Cell, other: Cell) -> str:
+    """What the tie-break saw: fewer cores, less isolation or, on both, the footprint."""
+    if pick.scenario.cores != other.scenario.cores:
+        return f"{pick.scenario.cores} core(s) against {other.scenario.cores}"
+    if ISOLATION_RANK.get(pick.scenario.platform, 9) != ISOLATION_RANK.get(other.scenario.platform, 9):
+        return f"{pick.scenario.platform.value} isolates less than {other.scenario.platform.value}"
+    mine, theirs = scenario_cost(pick.records), scenario_cost(other.records)
+    if mine is None or theirs is None:
+        return "the lower mean, as no footprint was recorded"
+    return f"footprint {describe_tie_break(mine)}; against {describe_tie_break(theirs)}"
+
+
 def tie_break_key(cell: Cell) -> tuple:
     """The cheaper of two equivalent deployments sorts first: fewer cores, less isolation,
     the smaller recorded footprint (where the runs have one), then the lower mean."""
-    footprint = _footprint_cost(cell)
-    return (cell.scenario.cores, ISOLATION_RANK.get(cell.scenario.platform, 9), footprint,
-            cell.summary.e2e_mean_ms)
-
-
-def _footprint_cost(cell: Cell) -> tuple:
-    try:
-        from .footprint import cost_key
-    except ImportError:  # a version without footprints
-        return ()
-    return tuple(cost_key(cell.records))
+    return (cell.scenario.cores, ISOLATION_RANK.get(cell.scenario.platform, 9),
+            tuple(cost_key(cell.records)), cell.summary.e2e_mean_ms)
 
 
 @dataclass
@@ -164,7 +168,7 @@ class Recommendation:
                     f"{self.best.display} (probability of a correct selection >= {self.pcs:.0%})")
             if pick is not self.best:
                 out += (f"; {pick.display} is equivalent to the fastest, {self.best.display}, and "
-                        "cheaper (fewer cores or less isolation), so it wins the tie")
+                        f"cheaper, so it wins the tie ({tie_break_text(pick, self.best)})")
             elif self.equivalents:
                 out += f"; equivalent within ±{margin:.0%}: {', '.join(c.display for c in self.equivalents)}"
         else:

@@ -4,7 +4,8 @@ A scenario's *deployment name* is the paper's ``PLATFORM/CORES/MODE/PROC`` (e.g.
 ``VM/32/PIN/GPU``). The full scenario adds the application and the workload settings that
 change what is measured (model size, backend, LoadGen scenario, batch size, inference-only).
 Two runs belong to the same scenario, and may be averaged together, exactly when their
-``Scenario.key`` is equal.
+``Scenario.key`` is equal. Under LoadGen's Server scenario the arrival rate (``target_qps``)
+is part of the identity: runs offered 50 and 80 queries per second never pool.
 """
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ class Storage(str, Enum):
     THROTTLED = "throttled"  # cgroup I/O limits on the data device (a slow HDD)
 
 
+#: the Server scenario's arrival rate (queries per second) when none is given (run, studies)
+DEFAULT_TARGET_QPS = 10.0
+
 HOST_CONDITION_DEFAULTS: dict[str, Enum] = {
     "host_load": HostLoad.IDLE, "page_cache": PageCache.WARM, "storage": Storage.NATIVE,
 }
@@ -99,6 +103,9 @@ class Scenario:
     host_load: HostLoad = HostLoad.IDLE
     page_cache: PageCache = PageCache.WARM
     storage: Storage = Storage.NATIVE
+    #: Server only: the arrival rate LoadGen offers (queries per second). None for the other
+    #: LoadGen scenarios, and for Server runs stored before the rate was part of the key.
+    target_qps: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.cores, int) or isinstance(self.cores, bool) or self.cores < 1:
@@ -109,6 +116,14 @@ class Scenario:
             raise ScenarioError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.app:
             raise ScenarioError("an app is required (e.g. --app ic)")
+        if self.target_qps is not None:
+            if self.loadgen_scenario is not LoadgenScenario.SERVER:
+                raise ScenarioError(f"a target QPS is the arrival rate of LoadGen's Server scenario; "
+                                    f"{self.loadgen_scenario.value} has none: drop it, or use "
+                                    "--loadgen-scenario Server")
+            if isinstance(self.target_qps, bool) or not self.target_qps > 0:
+                raise ScenarioError(f"the target QPS must be > 0, got {self.target_qps!r}")
+            object.__setattr__(self, "target_qps", float(self.target_qps))
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -121,7 +136,8 @@ class Scenario:
         """Name plus the app and what differs from the defaults, for tables and logs."""
         extra = [self.model_size, self.backend]
         if self.loadgen_scenario is not LoadgenScenario.OFFLINE:
-            extra.append(self.loadgen_scenario.value)
+            extra.append(self.loadgen_scenario.value + (f" @{self.target_qps:g} qps"
+                                                        if self.target_qps is not None else ""))
         if self.batch_size != 1:
             extra.append(f"b{self.batch_size}")
         if self.inference_only:
@@ -196,6 +212,8 @@ class Scenario:
             value = getattr(self, field.name)
             if HOST_CONDITION_DEFAULTS.get(field.name) is value:
                 continue  # defaults are left out so older runs keep their keys
+            if field.name == "target_qps" and value is None:
+                continue  # likewise: keys of runs without a rate stay what they were
             out[field.name] = value.value if isinstance(value, Enum) else value
         return out
 

@@ -18,6 +18,9 @@ DESIGN
   ``model_sizes``, ``timeout_s`` and any ``stopping`` field. Layers apply in that order:
   study, virtualized, platform, emulated (later wins).
 - Host conditions are lists: each value is one more dimension of the matrix.
+- ``[capacity]`` asks for capacity searches (``capacity.py``) of some deployments, run by the
+  sweep after its groups of compared scenarios, for every app and model size of the study
+  (``capacity_scenarios``); ``[capacity.emulated]`` loosens them for TCG guests.
 """
 from __future__ import annotations
 
@@ -28,12 +31,12 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
 )
 
 from .datasets import DEFAULT_DATA_COUNT
 from .scenario import (
-    CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
+    DEFAULT_TARGET_QPS, CpuMode, HostLoad, LoadgenScenario, PageCache, PlatformName, Processor, Scenario,
     ScenarioError, Storage, _enum_value,
 )
 
@@ -173,6 +176,56 @@ def _size_lists(value: Any) -> Any:
     return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
 
 
+def _deployment(value: Any) -> Any:
+    """A deployment name (``PLATFORM/CORES/MODE/PROC``), as ``Scenario.parse`` reads it."""
+    if isinstance(value, str):
+        try:
+            return Scenario.parse(value).name
+        except ScenarioError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+DeploymentItem = Annotated[str, BeforeValidator(_deployment)]
+
+
+class PartialCapacity(_Strict):
+    """What changes for TCG-emulated guests (a function check: few requests, a loose SLO)."""
+
+    slo_ms: float | None = Field(None, gt=0)
+    percentile: float | None = Field(None, gt=0, lt=100)
+    requests: int | None = Field(None, ge=1)
+    budget_s: float | None = Field(None, gt=0)
+
+
+class CapacityModel(_Strict):
+    """``[capacity]``: capacity searches the sweep runs after its groups (``capacity.py``)."""
+
+    scenarios: list[DeploymentItem] = Field(min_length=1)  # PLATFORM/CORES/MODE/PROC, e.g. "BM/1/PIN/CPU"
+    apps: list[str] | None = None  # default: every app of the study
+    slo_ms: float = Field(100.0, gt=0)
+    percentile: float = Field(99.0, gt=0, lt=100)
+    requests: int | None = Field(None, ge=1)  # per probe; default: what LoadGen needs
+    budget_s: float = Field(300.0, gt=0)  # per search
+    precision: float = Field(0.05, gt=0, lt=1)
+    max_launches: int = Field(3, ge=1)
+    emulated: PartialCapacity = PartialCapacity()
+
+    @model_validator(mode="after")
+    def _loadgen_can_say_valid(self) -> "CapacityModel":
+        from .capacity import loadgen_min_requests
+
+        for where, requests, percentile in (
+                ("requests", self.requests, self.percentile),
+                ("emulated.requests", self.emulated.requests, self.emulated.percentile or self.percentile)):
+            if requests is not None and requests < loadgen_min_requests(percentile):
+                raise ValueError(f"{where} = {requests} can never make LoadGen's Server run VALID at "
+                                 f"p{percentile:g}: its early stopping needs at least "
+                                 f"{loadgen_min_requests(percentile)} requests (or lower the percentile)")
+        return self
+
+
+
 class StudyModel(_Strict):
     schema_: int = Field(STUDY_SCHEMA, alias="schema")
     name: str = Field(min_length=1, max_length=100)
@@ -183,6 +236,8 @@ class StudyModel(_Strict):
     modes: list[ModeItem] = ["VNL", "PIN"]
     processors: list[ProcessorItem] = ["CPU"]
     loadgen_scenario: str = "Offline"
+    #: Server only: the arrival rate (queries per second), part of each scenario
+    target_qps: float | None = Field(None, gt=0)
     requests: dict[str, int] = {"*": 32}
     model_sizes: dict[str, list[str]] = {}
     backend: str = "torch"
@@ -194,6 +249,7 @@ class StudyModel(_Strict):
     stopping: StoppingModel = StoppingModel()
     host: HostModel = HostModel()
     overrides: dict[str, OverrideModel] = {}
+    capacity: CapacityModel | None = None
 
     _lists = field_validator("platforms", "modes", "processors", mode="before")(_as_list)
 
@@ -223,6 +279,21 @@ class StudyModel(_Strict):
     @classmethod
     def _requests(cls, value: Any) -> Any:
         return _per_app(value)
+
+    @model_validator(mode="after")
+    def _rate_is_for_server(self) -> "StudyModel":
+        if self.target_qps is not None and self.loadgen_scenario != LoadgenScenario.SERVER.value:
+            raise ValueError(f"target_qps is the arrival rate of the Server scenario; "
+                             f"loadgen_scenario {self.loadgen_scenario} has none: drop it or set "
+                             'loadgen_scenario = "Server"')
+        return self
+
+    @property
+    def server_rate(self) -> float | None:
+        """Each scenario's ``target_qps``: the study's, Server's default, None otherwise."""
+        if self.loadgen_scenario != LoadgenScenario.SERVER.value:
+            return None
+        return DEFAULT_TARGET_QPS if self.target_qps is None else float(self.target_qps)
 
     @field_validator("model_sizes", mode="before")
     @classmethod
@@ -345,6 +416,10 @@ class Study:
         tables += [(f"overrides.{k}.model_sizes", o.model_sizes or {}) for k, o in m.overrides.items()]
         tables += [(f"overrides.{k}.requests", o.requests or {}) for k, o in m.overrides.items()]
         mentioned = set(m.apps) | {a for _, o in m.overrides.items() for a in (o.apps or [])}
+        for i, app in enumerate((m.capacity.apps or []) if m.capacity else []):
+            if app not in mentioned:
+                raise self._error(f"capacity.apps[{i}]", f"app {app!r} is not in the study's apps "
+                                  f"({', '.join(m.apps)})")
         for where, table in tables:
             for app in table:
                 if app != "*" and app not in mentioned:
@@ -439,8 +514,45 @@ class Study:
                                                 requests=app_requests, batch_size=m.batch_size,
                                                 inference_only=m.inference_only,
                                                 host_load=HostLoad(load), page_cache=PageCache(cache),
-                                                storage=Storage(storage)))
+                                                storage=Storage(storage), target_qps=m.server_rate))
         return list(dict.fromkeys(out))
+
+
+    # -- capacity searches ----------------------------------------------------------------
+    def capacity_scenarios(self, *, kvm: bool) -> list[Scenario]:
+        """The ``[capacity]`` searches' scenarios: each listed deployment for each app and
+        model size, under Server without a rate, with the probe size as ``requests``."""
+        from .capacity import default_requests
+
+        c = self.model.capacity
+        if c is None:
+            return []
+        m = self.model
+        out = []
+        for name in c.scenarios:
+            platform = PlatformName(Scenario.parse(name).platform)
+            emulated = platform in VM_PLATFORMS and not kvm
+            percentile = c.emulated.percentile if emulated and c.emulated.percentile else c.percentile
+            requests = (c.emulated.requests if emulated and c.emulated.requests else c.requests) \
+                or default_requests(percentile)
+            for app in dict.fromkeys(c.apps or m.apps):
+                sizes = self._for_app(m.model_sizes, app) or [default_size(app)]
+                for size in dict.fromkeys(sizes):
+                    out.append(Scenario.parse(name, app=app, model_size=size, backend=m.backend,
+                                              loadgen_scenario=LoadgenScenario.SERVER, requests=requests,
+                                              batch_size=m.batch_size, inference_only=m.inference_only))
+        return list(dict.fromkeys(out))
+
+    def capacity_search(self, scenario: Scenario, emulated: bool) -> Any:
+        """The search settings of a ``[capacity]`` scenario (``capacity.SearchSettings``)."""
+        from .capacity import Criteria, SearchSettings
+
+        c = self.model.capacity
+        assert c is not None
+        e = c.emulated if emulated else PartialCapacity()
+        criteria = Criteria(e.slo_ms or c.slo_ms, e.percentile or c.percentile)
+        return SearchSettings(criteria, scenario.requests, budget_s=e.budget_s or c.budget_s,
+                              precision=c.precision, max_launches=c.max_launches)
 
 
 def load_study(path: str | Path) -> Study:

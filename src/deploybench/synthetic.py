@@ -222,3 +222,104 @@ def synthetic_study(*, apps: Sequence[str] = ("ic", "nlp"), host_cores: int = 16
             out += synthetic_runs("VM/16/PIN/CPU", base, app=app, runs=0, failed=1, host_cores=host_cores,
                                   accel="kvm", failure_reason="timeout after 900 s: the guest did not boot")
     return out
+
+
+# -- footprints and capacity searches --------------------------------------------------------------
+#: a plausible footprint per platform (kB, CPU s outside the worker per request) for the report
+FOOTPRINTS = {"BM": (0, 0.0), "CN": (0, 0.0), "VM": (650_000, 0.004), "MVM": (560_000, 0.003),
+              "VMCN": (720_000, 0.005)}
+
+
+def with_footprints(records: Sequence[RunRecord], worker_kb: int = 256_000) -> list[RunRecord]:
+    """``records`` with a synthetic host-side footprint each (``footprint.RoundFootprint``):
+    the worker alone on BM and CN, QEMU with a guest kernel, page cache and VMM overhead on
+    the guests."""
+    from .footprint import VMM, WORKER, FootprintPart, GuestMemory, RoundFootprint
+
+    for r in records:
+        platform = r.scenario.platform.value
+        beyond, outside_per_request = FOOTPRINTS.get(platform, (0, 0.0))
+        n = len(r.samples.get("preprocess_ns") or []) or r.scenario.requests
+        guest = None
+        if beyond:
+            ram = 2048 * 1024
+            guest = GuestMemory(ram_kb=ram, total_kb=ram - 82_000, free_kb=ram - worker_kb - 220_000,
+                                kernel_kb=108_000, page_cache_kb=210_000, page_cache_unmapped_kb=112_000,
+                                anon_kb=150_000)
+        fp = RoundFootprint(
+            worker_peak_rss_kb=worker_kb, worker_rss_seen_from="guest" if beyond else "host",
+            memory_kb=worker_kb + beyond, worker_cpu_s=float(r.timings.get("run_s") or 1.0),
+            outside_cpu_s=outside_per_request * n,
+            outside_cpu_s_by_role={"vmm (non-vCPU threads)": outside_per_request * n} if beyond else {},
+            vmm_rss_kb=worker_kb + beyond if beyond else None, guest=guest,
+            parts=(FootprintPart(VMM if beyond else WORKER, 1),))
+        r.platform["footprint"] = fp.to_json()
+    return list(records)
+
+
+def simulate_queue(rate: float, n: int, service_s: float, seed: int = 1) -> list[float]:
+    """Each request's wait (s) in a FIFO single server fed by Poisson arrivals at ``rate``
+    (LoadGen's Server draws its schedule from a fixed seed too)."""
+    import random
+
+    rng = random.Random(seed)
+    t = free = 0.0
+    delays = []
+    for _ in range(n):
+        t += rng.expovariate(rate)
+        start = max(t, free)
+        delays.append(start - t)
+        free = start + service_s
+    return delays
+
+
+def synthetic_capacity(name: str, service_ms: float, *, app: str = "ic", slo_ms: float = 100.0,
+                       percentile: float = 99.0, requests: int | None = None, launches: int = 2,
+                       launch_slowdown: float = 0.03, accel: str | None = None, host: str = SYNTHETIC_HOST,
+                       started_at: float = 1.7e9) -> list[RunRecord]:
+    """The stored probes of a capacity search of ``name`` whose requests take ``service_ms``
+    each (one server): the real search's choice of rates (``capacity.next_rate``) on a
+    simulated queue, each launch ``launch_slowdown`` slower than the one before."""
+    import uuid
+
+    from . import capacity as cap
+
+    criteria = cap.Criteria(slo_ms, percentile)
+    n = requests or cap.default_requests(percentile)
+    base = Scenario.parse(name, app=app, loadgen_scenario="Server", requests=n)
+    search_id = uuid.uuid4().hex
+    probes: list[cap.Probe] = []
+    records: list[RunRecord] = []
+    start = 1e3 / service_ms / 2
+    t = started_at
+    for launch in range(launches):
+        service = service_ms / 1e3 * (1 + launch_slowdown * launch)
+        launch_id = uuid.uuid4().hex
+        while (nxt := cap.next_rate(cap.answer(probes, base=base, criteria=criteria), launch, start,
+                                    0.05)) is not None:
+            rate, step = nxt
+            delays = simulate_queue(rate, n, service)
+            bound, p = slo_ms / 1e3, percentile / 100
+            slow = sum(1 for d in delays if d + service > bound)
+            valid = cap._binomial_cdf(slow, n, 1 - p) <= 0.01
+            ns = int(service * 1e9)
+            samples = {"sample_index": list(range(n)), "preprocess_ns": [ns // 4] * n,
+                       "infer_ns": [ns - ns // 4] * n, "postprocess_ns": [0] * n, "batch": list(range(n)),
+                       "queue_ns": [int(d * 1e9) for d in delays], "done_ns": [ns] * n,
+                       "sample_id": [f"s{i:04d}" for i in range(n)]}
+            run_s = n / rate + max(delays)
+            record = RunRecord(scenario=base.with_(target_qps=rate), status="ok", started_at=t,
+                               finished_at=t + run_s, repetition=launch, launch_id=launch_id,
+                               host={"host": host}, platform={"platform": base.platform.value,
+                                                              **({"accel": accel} if accel else {})},
+                               loadgen={"validity": "VALID" if valid else "INVALID"},
+                               timings={"run_s": run_s}, samples=samples)
+            verdict = cap.judge(record, criteria)
+            record.host["capacity_probe"] = cap.probe_facts(search_id, criteria, launch, step, verdict, base)
+            probes.append(cap.Probe(rate, launch, verdict.passed, verdict.latency_ms, verdict.loadgen_valid,
+                                    verdict.reason, step, record.run_id))
+            records.append(record)
+            t += run_s + 1
+        if cap.answer(probes, base=base, criteria=criteria).confirmed:
+            break
+    return records

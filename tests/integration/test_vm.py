@@ -4,7 +4,7 @@ stored with boot times, accel=tcg, the EMULATED_VM warning and vCPU pinning chec
 host; a hung round is killed at the deadline, a guest that cannot boot is a failed launch,
 and a guest paused with QMP uses no CPU; nothing is left behind.
 
-Budget: five guest boots in all (about 4-5 minutes on a busy 2-core host).
+Budget: six guest boots in all (about 5-6 minutes on a busy 2-core host).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from deploybench.datasets.cache import home
+from deploybench.footprint import RoundFootprint
 from deploybench.host import usable_cpus
 from deploybench.platforms import create_platform
 from deploybench.platforms.base import PlatformOptions
@@ -109,6 +110,19 @@ def _check_stored_result(record, stored, platform: str):
     print(f"\n{platform} boot (TCG): user space {facts['boot_userspace_s']} s, worker start "
           f"{facts['worker_start_s']} s, worker ready {facts['start_latency_s']} s, first query "
           f"{facts['first_query_s']} s")
+    # the footprint, from the host side: QEMU's memory, the guest's own, CPU outside the vCPUs
+    fp = RoundFootprint.from_json(facts["footprint"])
+    assert fp.worker_rss_seen_from == "guest" and fp.worker_peak_rss_kb > 100_000
+    assert [p.role for p in fp.parts] == ["vmm"] and fp.parts[0].pid == facts["qemu_pid"]
+    assert set(fp.parts[0].vcpu_threads) == set(facts["vcpu_threads"].values())
+    assert fp.vmm_rss_kb and fp.memory_kb == fp.vmm_rss_kb > fp.worker_peak_rss_kb
+    assert fp.guest is not None and fp.guest.ram_kb == facts["memory_mib"] * 1024
+    assert 0 < fp.guest.kernel_kb < fp.guest.ram_kb and fp.guest.page_cache_kb > 0
+    assert fp.worker_cpu_s > 0 and fp.outside_cpu_s is not None
+    print(f"{platform} footprint: QEMU {fp.vmm_rss_kb / 1024:.0f} MiB, worker {fp.worker_peak_rss_kb / 1024:.0f} "
+          f"MiB, guest kernel {fp.guest.kernel_kb / 1024:.0f} MiB, page cache {fp.guest.page_cache_kb / 1024:.0f} "
+          f"MiB ({fp.guest.page_cache_unmapped_kb / 1024:.0f} not mapped), VMM overhead "
+          f"{fp.vmm_overhead_kb / 1024:.0f} MiB, QEMU non-vCPU CPU {fp.outside_cpu_s:.2f} s")
     return facts
 
 
@@ -124,6 +138,31 @@ def test_vm_pinned_serves_rounds_with_each_vcpu_on_its_own_core(guest_assets, ic
     assert facts["vcpu_affinity_at_start"] == {"0": [core]}
     assert facts["vcpu_affinity_at_round"] == {"0": [core]}
     assert stored[0].environment["affinity"] == [0]  # the guest's one CPU
+
+
+def test_a_vm_holds_more_memory_than_bare_metal_by_at_least_its_kernel_and_page_cache(
+        guest_assets, ic_data, store, nothing_left_behind):
+    """The same IC round on BM and in a VM: QEMU's resident memory exceeds the BM worker's
+    peak by at least the guest kernel and the guest page cache the worker does not map (the
+    second copy of what it read), and QEMU's threads other than the vCPU spent CPU too."""
+    from deploybench.platforms.baremetal import BareMetal
+
+    bm = measure(Scenario.parse("BM/1/PIN/CPU", app="ic", model_size="tiny", requests=REQUESTS),
+                 BareMetal(), ic_data, timeout_s=120)[-1]
+    assert bm.status == "ok", bm.error
+    records, stored = _measure("VM/1/PIN/CPU", ic_data, store, guest_assets, nothing_left_behind)
+    assert stored[0].status == "ok", stored[0].error
+    vm_fp = RoundFootprint.from_json(stored[0].platform["footprint"])
+    bm_fp = RoundFootprint.from_json(bm.platform["footprint"])
+    guest_share = vm_fp.guest.kernel_kb + vm_fp.guest.page_cache_unmapped_kb
+    extra = vm_fp.memory_kb - bm_fp.memory_kb
+    print(f"\nVM {vm_fp.memory_kb / 1024:.0f} MiB vs BM {bm_fp.memory_kb / 1024:.0f} MiB: {extra / 1024:.0f} MiB "
+          f"more; guest kernel + unmapped page cache {guest_share / 1024:.0f} MiB; QEMU non-vCPU CPU "
+          f"{vm_fp.outside_cpu_s:.2f} s")
+    assert bm_fp.memory_beyond_worker_kb == 0
+    assert extra >= guest_share > 0
+    assert vm_fp.outside_cpu_s > 0  # QEMU's main loop and I/O threads (9p, virtio) did work
+    assert vm_fp.outside_cpu_s_by_role["vmm (non-vCPU threads)"] == vm_fp.outside_cpu_s
 
 
 def test_mvm_vanilla_runs_ic_with_floating_vcpus_under_a_quota(guest_assets, ic_data, store, nothing_left_behind):

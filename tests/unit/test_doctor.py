@@ -21,7 +21,7 @@ from deploybench.platforms.vm import MicroVM, VirtualMachine
 
 KEYS = ["cores", "cgroups", "platform.BM", "platform.CN", "platform.VM", "platform.MVM",
         "platform.VMCN", "runtime.runc", "runtime.crun", "engine.docker", "engine.podman", "kvm",
-        "guest_assets", "firecracker", "gpu", "gpu_driver", "torch_cuda", "gpu_containers"]
+        "guest_assets", "firecracker", "gpu", "gpu_driver", "torch_cuda", "gpu_containers", "energy"]
 
 
 def test_doctor_json_keeps_a_stable_key_and_a_status_for_every_check():

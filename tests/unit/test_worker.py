@@ -152,3 +152,21 @@ def test_loadgen_detail_parser_keeps_results_and_errors(tmp_path):
     parsed = parse_loadgen_detail(path)
     assert parsed["validity"] == "VALID" and parsed["90.00_percentile_latency_ns"] == 123
     assert parsed["errors"] == ["error_invalid_config: bad"]
+
+
+def test_a_server_latency_bound_reaches_loadgens_validity(sleep_app, tmp_path):
+    driver = LoadgenDriver(sleep_app, batch_size=1, inference_only=False)
+    loadgen = driver.run(scenario="Server", requests=50, log_dir=tmp_path / "lg", server_target_qps=20,
+                         server_target_latency_ms=250, server_latency_percentile=90)
+    assert loadgen["effective_target_latency_ns"] == 250_000_000
+    assert loadgen["effective_target_latency_percentile"] == pytest.approx(0.9)
+    # 50 requests of ~6 ms at 20 qps: all within 250 ms, enough for early stopping at p90
+    assert loadgen["validity"] == "VALID" and loadgen["early_stopping_met"] is True
+
+
+def test_meminfo_keeps_what_the_kernels_memory_is_made_of():
+    from deploybench.worker.environment import meminfo
+
+    text = "MemTotal:  2000 kB\nMemFree:   500 kB\nCached:  300 kB\nHugePages_Total: 0\nMapped: 10 kB\n"
+    assert meminfo(text) == {"MemTotal": 2000, "MemFree": 500, "Cached": 300, "Mapped": 10}
+    assert meminfo()["MemTotal"] > 0  # this kernel's

@@ -6,6 +6,7 @@ cpuacct, freezer, and blkio for throttled storage) and one warm worker in it, ta
 stdin/stdout; ``pause`` freezes the cgroup. The worker dies with its owner
 (``PR_SET_PDEATHSIG``, set before exec) and at end-of-file of its stdin. The cgroup is
 removed when the session closes, whatever happened; each round keeps its cpu.stat delta.
+Its footprint is the worker alone: nothing else runs for it.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..footprint import WORKER, FootprintPart
 from ..scenario import CpuMode, Scenario
 from ..worker.channel import StreamChannel
 from .base import (LaunchFacts, PlatformBase, PlatformError, SessionSetup, lifeline, worker_command,
@@ -132,6 +134,9 @@ class BareMetalSession(WorkerSession):
         if before is None or after is None:
             return {}
         return {"cpu_stat": stat_delta(before, after)}
+
+    def _footprint_parts(self) -> list[FootprintPart]:
+        return [] if self.proc is None else [FootprintPart(WORKER, self.proc.pid, "worker")]
 
     def pause(self) -> None:
         if self.cgroup is not None and self.alive and not self.paused:

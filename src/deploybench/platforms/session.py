@@ -7,6 +7,11 @@ document), turns every way a round can end into a RunOutcome, and closes idempot
 
 Round paths: each round gets ``<session folder>/round-NNNN/`` for its result and LoadGen
 logs, removed once the result has been read (the record keeps what matters).
+
+Around every round the base class also samples, from the host side, the processes the
+session launched (``_footprint_parts``: the worker, QEMU with its vCPU threads, a shim, an
+engine...) and the host's RAPL energy counters: each round's facts carry its
+``footprint`` (``footprint.RoundFootprint``) and, where the host has RAPL, its ``energy``.
 """
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import footprint
+from ..energy import EnergyMeter
 from ..worker.channel import Channel, ChannelError, message
 from ..worker.job import SchemaError, WorkerJob, WorkerResult
+from . import procfs
 from .base import LaunchError, LaunchFacts, RunOutcome, last_line, tail
 from .ledger import LedgerHandle
 
@@ -39,6 +47,7 @@ class WorkerSession:
         self.ended: str | None = None  # why the session is over (None while it is alive)
         self.paused = False
         self._closed = False
+        self._energy = EnergyMeter()
 
     # -- to implement ------------------------------------------------------------------------
     def _alive(self) -> bool:
@@ -57,6 +66,10 @@ class WorkerSession:
 
     def _round_facts(self, before: Any, after: Any) -> dict[str, Any]:
         return {}
+
+    def _footprint_parts(self) -> list[footprint.FootprintPart]:
+        """The host processes this session's footprint is made of (the worker first)."""
+        return []
 
     def _console(self) -> str:
         """The tail of what the worker (or the guest) printed, for failures."""
@@ -121,6 +134,10 @@ class WorkerSession:
         round_dir.chmod(0o777)  # a container or guest may write as another user
         job = job.with_(result_path=str(round_dir / "result.json"), log_dir=str(round_dir / "loadgen"))
         before = self._round_snapshot()
+        parts = self._footprint_parts()
+        cpu_before = sample_cpu(parts)
+        energy_before = self._energy.sample()
+        clock = time.monotonic()
         started = time.time()
         status, error, result = "failed", None, None
         try:
@@ -153,6 +170,8 @@ class WorkerSession:
         after = self._round_snapshot() if self.ended is None or status == "timeout" else None
         facts.update({"launch_round": number, "round_wall": started, "round_end_wall": ended})
         facts.update(self._round_facts(before, after))
+        if result is not None and self.ended is None:
+            facts.update(self._round_costs(parts, cpu_before, energy_before, clock, result))
         if result is not None and "first_query_wall" in result.timings:
             facts["round_start_latency_s"] = round(result.timings["first_query_wall"] - started, 4)
         console = "" if status == "ok" else self._console()
@@ -162,6 +181,21 @@ class WorkerSession:
                 error = f"{error}: {said}"
         shutil.rmtree(round_dir, ignore_errors=True)
         return RunOutcome(status, result, error, facts, console)
+
+    def _round_costs(self, parts: list[footprint.FootprintPart], cpu_before: dict[int, footprint.CpuSample],
+                     energy_before: Any, clock: float, result: WorkerResult) -> dict[str, Any]:
+        """The round's footprint and energy (see the module docstring)."""
+        interval = time.monotonic() - clock
+        out: dict[str, Any] = {}
+        if parts:
+            out["footprint"] = footprint.assemble(
+                parts, cpu_before, sample_cpu(parts), sample_memory(parts), result.environment,
+                ram_mib=self.facts.details.get("memory_mib"), interval_s=interval).to_json()
+        requests = len(result.samples.get("preprocess_ns") or [])
+        energy = self._energy.round(energy_before, self._energy.sample(), requests)
+        if energy is not None:
+            out["energy"] = energy.to_json()
+        return out
 
     def close(self) -> None:
         if self._closed:
@@ -196,6 +230,27 @@ class WorkerSession:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def sample_cpu(parts: list[footprint.FootprintPart]) -> dict[int, footprint.CpuSample]:
+    """CPU seconds of each part (by pid) and of a VMM's vCPU threads, now."""
+    out: dict[int, footprint.CpuSample] = {}
+    for part in parts:
+        vcpu = None
+        if part.vcpu_threads:
+            values = [procfs.thread_cpu_s(part.pid, tid) for tid in part.vcpu_threads]
+            vcpu = None if any(v is None for v in values) else sum(v for v in values if v is not None)
+        out[part.pid] = footprint.CpuSample(procfs.process_cpu_s(part.pid), vcpu)
+    return out
+
+
+def sample_memory(parts: list[footprint.FootprintPart]) -> dict[int, footprint.MemorySample]:
+    out: dict[int, footprint.MemorySample] = {}
+    for part in parts:
+        mem = procfs.memory(part.pid)
+        if mem is not None:
+            out[part.pid] = footprint.MemorySample(mem.rss_kb, mem.peak_rss_kb)
+    return out
 
 
 def _read_result(path: Path) -> tuple[WorkerResult | None, str | None]:

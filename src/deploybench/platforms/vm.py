@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
+from ..footprint import VMM, FootprintPart
 from ..host import HostFacts, host_facts, usable_cpus
 from ..scenario import CpuMode, Processor, Scenario
 from ..warnings import WarningCode, warning
@@ -793,6 +794,13 @@ class GuestSession(WorkerSession):
             result.warnings.append(warning(
                 WarningCode.EMULATED_VM, f"emulated (TCG): not comparable with native runs ({self.plan.accel_reason})"))
         return outcome
+
+    def _footprint_parts(self) -> list[FootprintPart]:
+        """QEMU: its resident memory holds the guest's; its vCPU threads are the guest's own
+        CPU time, every other thread (main loop, virtio and 9p I/O) the VMM's."""
+        if self.proc is None:
+            return []
+        return [FootprintPart(VMM, self.proc.pid, QEMU, vcpu_threads=tuple(sorted(self.vcpu_threads.values())))]
 
     def pause(self) -> None:
         if self.qmp is not None and self.alive and not self.paused:

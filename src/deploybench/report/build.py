@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import stats
+from ..capacity import is_probe
 from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, Judge, ScaleUp, build_cells, causes,
                         chr_trends, condition_effects, condition_free_key, gpu_speedups, overheads,
                         pin_gains, scale_ups)
@@ -22,6 +23,8 @@ from ..recommend import Constraints, Recommendation, recommend
 from ..store import FAILED_STATUSES, RunRecord
 from ..warnings import hint
 from . import figures as F
+from .capacity import capacity_section
+from .costs import costs_section
 
 REPORT_SCHEMA = 1
 
@@ -94,7 +97,9 @@ def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints
     makes them, ``decide`` corrects them as one family (Holm), a second pass gives every
     finding and best practice the family's verdicts."""
     records = list(records)
-    cells = build_cells(records)
+    # capacity probes (Server rounds at rates a search chose) have a section of their own:
+    # the latency analysis compares scenarios at their own workloads
+    cells = build_cells([r for r in records if not is_probe(r)])
     judge = Judge(margin, alpha)
     native = [c for c in cells if not c.emulated]
 
@@ -365,6 +370,7 @@ def render_html(a: Analysis, title: str = "deploybench report") -> str:
     env.filters.update(ms=_fmt_ms, num=_fmt_num, pct=_pct)
     template = env.get_template("report.html.j2")
     return template.render(
+        costs=costs_section(a.records), capacity=capacity_section(a.records),  # their own templates
         a=a, title=title, figures=figures(a), key_findings=key_findings(a),
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), phase_colors=F.PHASE_COLORS,
         phase_names=F.PHASE_NAMES, escape=html.escape, schema=REPORT_SCHEMA)

@@ -130,7 +130,9 @@ def run_round(loaded: Loaded, job: WorkerJob) -> WorkerResult:
         result.timings["first_query_wall"] = time.time()
         t = time.perf_counter()
         result.loadgen = driver.run(scenario=job.loadgen_scenario, requests=job.requests,
-                                    log_dir=log_dir, server_target_qps=job.server_target_qps)
+                                    log_dir=log_dir, server_target_qps=job.server_target_qps,
+                                    server_target_latency_ms=job.server_target_latency_ms,
+                                    server_latency_percentile=job.server_latency_percentile)
         result.timings["run_s"] = time.perf_counter() - t
         after = env.round_counters()
         result.samples = driver.log.to_json()
@@ -149,6 +151,9 @@ def run_round(loaded: Loaded, job: WorkerJob) -> WorkerResult:
             "thread_pools": pools,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             **env.counter_deltas(before, after), **INPUT_READS.to_json(),
+            # the memory of the kernel the worker runs on, after the round: in a guest the
+            # guest's own (its kernel and page cache are the host's footprint.py reads it)
+            "system_meminfo_kb": env.meminfo(),
         }
         if job.device != "cpu":  # the GPU used and its memory in use after the round
             from .gpu import cuda_environment

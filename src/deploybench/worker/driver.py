@@ -192,8 +192,12 @@ class LoadgenDriver:
                       for k in range(self.batch_size)]
             self.app.postprocess(self.app.infer([self.app.preprocess(s) for s in chosen]))
 
-    def run(self, *, scenario: str, requests: int, log_dir: Path,
-            server_target_qps: float) -> dict[str, Any]:
+    def run(self, *, scenario: str, requests: int, log_dir: Path, server_target_qps: float,
+            server_target_latency_ms: float | None = None,
+            server_latency_percentile: float | None = None) -> dict[str, Any]:
+        """One LoadGen test. Under Server, ``server_target_latency_ms`` at
+        ``server_latency_percentile`` (e.g. 99) is the bound LoadGen's VALID checks (with its
+        early-stopping rule); None keeps LoadGen's defaults."""
         import mlperf_loadgen as lg
 
         self._lg = lg
@@ -213,6 +217,10 @@ class LoadgenDriver:
         settings.performance_sample_count_override = min(total, requests)
         settings.offline_expected_qps = max(1.0, float(requests))
         settings.server_target_qps = server_target_qps
+        if server_target_latency_ms is not None:
+            settings.server_target_latency_ns = int(round(server_target_latency_ms * 1e6))
+        if server_latency_percentile is not None:
+            settings.server_target_latency_percentile = server_latency_percentile / 100.0
         settings.single_stream_expected_latency_ns = 1_000_000
         log_settings = lg.LogSettings()
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +268,9 @@ def parse_loadgen_detail(path: Path) -> dict[str, Any]:
         if key.startswith("result_"):
             out[key[len("result_"):]] = value
         elif key in ("effective_scenario", "effective_samples_per_query", "loadgen_version",
-                     "effective_target_qps"):
+                     "effective_target_qps", "effective_target_latency_ns",
+                     "effective_target_latency_percentile", "early_stopping_met",
+                     "early_stopping_result"):
             out[key] = value
         elif key.startswith("error"):
             errors.append(f"{key}: {value}")

@@ -146,6 +146,24 @@ def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     return out
 
 
+#: the /proc/meminfo lines kept with a round (kB): what the kernel's memory is made of
+MEMINFO_KEYS = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "Shmem", "Mapped",
+                "AnonPages", "Slab", "SReclaimable", "KernelStack", "PageTables", "Percpu")
+
+
+def meminfo(text: str | None = None) -> dict[str, int]:
+    """Selected /proc/meminfo values in kB, as the kernel the worker runs on sees them (a
+    guest's own kernel inside a VM; the host's on bare metal and in a container)."""
+    if text is None:
+        text = _read(Path("/proc/meminfo")) or ""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in MEMINFO_KEYS and rest.split() and rest.split()[0].isdigit():
+            out[key] = int(rest.split()[0])
+    return out
+
+
 def isolation_facts() -> dict[str, Any]:
     """What isolates this process, as seen from inside: namespace ids (compare them with the
     host's ``/proc/self/ns/*``), hostname, whether ``/`` is read-only, network interfaces."""

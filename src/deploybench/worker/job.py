@@ -34,6 +34,10 @@ class WorkerJob:
     host_cores: int = 1  # cores of the physical host, as the host sees them
     warmup_batches: int = 1  # untimed end-to-end batches before LoadGen starts
     server_target_qps: float = 10.0
+    #: Server only: the latency bound LoadGen's own validity checks (its
+    #: ``server_target_latency_ns`` and percentile); None keeps LoadGen's defaults (100 ms, p99)
+    server_target_latency_ms: float | None = None
+    server_latency_percentile: float | None = None  # e.g. 99.0
     seed: int = 0
     scenario_name: str = ""
     run_id: str = ""

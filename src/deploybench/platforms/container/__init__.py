@@ -13,6 +13,9 @@ the container's cgroup on the host. When the owner dies the worker dies too: it 
 adopted child (we are a child subreaper) and sets ``PR_SET_PDEATHSIG``, and its stdin reaches
 end-of-file (engines: their attach client dies with us). Closing kills and deletes the
 container, sweeps its cgroup directories and removes its bundle, whatever happened.
+
+Its footprint (``runtime_parts``): the worker, the per-container processes beside it
+(conmon, the containerd shim, the engine's attach client) and the engine's shared daemons.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ...footprint import CLIENT, ENGINE, SHIM, WORKER, FootprintPart
 from ...host import CGROUP_ROOT, PREFIX
 from ...scenario import CpuMode, Processor, Scenario
 from ...worker.channel import StreamChannel
@@ -30,6 +34,7 @@ from ...worker.job import WorkerJob
 from ..base import (Check, CheckStatus, LaunchFacts, PlatformBase, PlatformError, PlatformOptions,
                     SessionSetup, availability_check, worker_command, worker_env)
 from ..cpu import CgroupError, CpuLimits, RunCgroup, limits_for, stat_delta
+from .. import procfs
 from ..ledger import remove_cgroup_tree
 from ..session import WorkerSession, session_folder
 from .launchers import (ENGINES, RUNTIMES, Attached, ContainerSpec, Launcher, OciRuntime, EngineCli,
@@ -215,11 +220,41 @@ def probe(runtime: OciRuntime) -> str | None:
         ledger.close()
 
 
+def runtime_parts(attached: Attached, launcher: Launcher) -> list[FootprintPart]:
+    """The host processes that run for a container beside its worker: its ancestors up to
+    us or init (conmon for Podman, the containerd shim for Docker; runc and crun leave
+    none), the engine's attach client, and the daemons every container of an engine shares
+    (dockerd and its containerd, found from the socket the client talks to)."""
+    own = {os.getpid(), 1, 0}
+    parts: list[FootprintPart] = []
+    pid = procfs.parent(attached.pid)
+    seen: set[int] = set()
+    while pid is not None and pid not in own and pid not in seen:
+        seen.add(pid)
+        name = procfs.command_name(pid) or "?"
+        if name in ("containerd", "dockerd"):
+            break
+        parts.append(FootprintPart(SHIM, pid, name))
+        pid = procfs.parent(pid)
+    if attached.attach is not None:
+        parts.append(FootprintPart(CLIENT, attached.attach.pid, launcher.name))
+    daemon = launcher.daemon_socket()
+    if daemon is not None:
+        server = procfs.unix_socket_server(daemon)
+        if server is not None:
+            parts.append(FootprintPart(ENGINE, server, procfs.command_name(server) or "daemon", shared=True))
+            for child in procfs.children(server):
+                if procfs.command_name(child) == "containerd":
+                    parts.append(FootprintPart(ENGINE, child, "containerd", shared=True))
+    return parts
+
+
 class ContainerSession(WorkerSession):
     launcher: Launcher
     spec: ContainerSpec
     attached: Attached | None = None
     cgroup: RunCgroup | None = None
+    runtime_parts: list[FootprintPart] = []
 
     @classmethod
     def launch(cls, platform: Container, scenario: Scenario, setup: SessionSetup) -> "ContainerSession":
@@ -261,6 +296,8 @@ class ContainerSession(WorkerSession):
         self.facts.launch_wall = time.time()
         self.attached = self.launcher.launch(self.spec, self.facts.details)
         self.ledger.process(self.attached.pid, "worker (container init)")
+        self.runtime_parts = runtime_parts(self.attached, self.launcher)
+        self.facts.details["runtime_processes"] = [p.to_json() for p in self.runtime_parts]
         self.cgroup = cgroup_of(self.attached.pid, self.spec.limits)
         if self.cgroup is not None:
             self.facts.details["cgroup"] = str(self.cgroup.dirs.get("cpu") or next(iter(self.cgroup.dirs.values())))
@@ -305,6 +342,11 @@ class ContainerSession(WorkerSession):
         if before is None or after is None:
             return {}
         return {"cpu_stat": stat_delta(before, after)}
+
+    def _footprint_parts(self) -> list[FootprintPart]:
+        if self.attached is None:
+            return []
+        return [FootprintPart(WORKER, self.attached.pid, "worker"), *self.runtime_parts]
 
     def pause(self) -> None:
         if self.alive and not self.paused:

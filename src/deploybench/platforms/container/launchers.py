@@ -104,6 +104,10 @@ class Launcher(Protocol):
 
     def container_ids(self) -> list[str]: ...
 
+    def daemon_socket(self) -> str | None:
+        """The unix socket of the daemon that runs this launcher's containers (dockerd's),
+        None when there is none (runc, crun, Podman)."""
+
 
 def _run(cmd: list[str], timeout: float = CONTROL_TIMEOUT_S) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -185,6 +189,9 @@ class OciRuntime:
 
     def delete_command(self, cid: str) -> list[str]:
         return self.command("delete", "--force", cid)
+
+    def daemon_socket(self) -> str | None:
+        return None  # runc and crun exit once the container runs: no daemon, no shim
 
     def container_ids(self) -> list[str]:
         if self.binary is None:
@@ -322,6 +329,11 @@ class EngineCli:
             what = "no Docker daemon answers" if self.name == "docker" else "podman does not work here"
             return f"{what}{' at ' + self.host if self.host else ''}: {last_line(out.stderr)[:160]}"
         return None
+
+    def daemon_socket(self) -> str | None:
+        if self.name == "docker" and self.host.startswith("unix://"):
+            return self.host[len("unix://"):]
+        return None  # Podman has no daemon (conmon, per container, is found as the worker's parent)
 
     def delete_command(self, cid: str) -> list[str]:
         extra = ["--time", "0"] if self.name == "podman" else []

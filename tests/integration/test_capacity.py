@@ -1,0 +1,125 @@
+"""Capacity on real BM and CN (IC tiny, one pinned core): the search finds a rate at which
+LoadGen's Server run is VALID with p99 (queue included) within the SLO, and at 1.25 times
+that rate a probe is INVALID or over the SLO (checked in a fresh session, right after a probe
+at the rate itself); probes are stored runs with their rate, the bracket is repeated on a
+second launch, and the CLI prints the answer -- for a user's own app too."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deploybench import capacity as cap
+from deploybench.execute import Contender, RoundMeasurer, RunSettings, Slot
+from deploybench.platforms.ledger import Ledger
+from deploybench.platforms.baremetal import BareMetal
+from deploybench.platforms.container import Container, probe
+from deploybench.platforms.container.launchers import OciRuntime
+from deploybench.scenario import Scenario
+from tests.conftest import open_session
+
+pytestmark = pytest.mark.usefixtures("needs_cgroups")
+# 250 ms: this 2-core host is shared with other engineers' test runs, whose CPU-bound
+# processes land on the pinned core too and put tails of 100-200 ms into any round
+CRITERIA = cap.Criteria(slo_ms=250.0, percentile=99.0)
+REQUESTS = cap.default_requests(99.0)
+
+
+def _platform(name):
+    if name.startswith("CN"):
+        problem = probe(OciRuntime("runc"))
+        if problem:
+            pytest.skip(f"runc cannot run a container here: {problem}")
+        return Container()
+    return BareMetal()
+
+
+@pytest.mark.parametrize("name", ["BM/1/PIN/CPU", "CN/1/PIN/CPU"])
+def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_data, store):
+    platform = _platform(name)
+    scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
+    settings = RunSettings(timeout_s=300)  # each round records the CPU others used meanwhile
+    answer = cap.search(Contender(scenario, platform, ic_data, settings),
+                        cap.SearchSettings(CRITERIA, REQUESTS, budget_s=600), sink=store.add, on_note=print)
+    runs = store.runs()
+    probes = [r for r in runs if cap.is_probe(r)]
+    shares = [r.host["other_cpu_share"] for r in probes if r.host.get("other_cpu_share") is not None]
+    busy = f"others used {100 * sum(shares) / max(1, len(shares)):.0f}% of the host's CPU meanwhile"
+    print(f"\n{name}: {answer.statement()} (stop: {answer.stop}; {busy})")
+    assert answer.capacity_qps is not None, f"{answer.statement()} ({busy})"
+    assert {r.scenario.target_qps for r in probes} == {p.rate_qps for p in answer.probes}
+    assert len({r.launch_id for r in probes}) >= 2, f"the bracket was not repeated on another launch ({busy})"
+    # at the found rate: every probe passed, LoadGen VALID and p99 (queue included) <= the SLO
+    at_capacity = [r for r in probes if r.scenario.target_qps == answer.capacity_qps]
+    for record in at_capacity:
+        verdict = cap.judge(record, CRITERIA)
+        assert record.loadgen["validity"] == "VALID" and verdict.latency_ms <= CRITERIA.slo_ms
+        assert record.platform["footprint"]["worker_peak_rss_kb"] > 0
+    # 1.25 times that rate fails. Checked in pairs (the capacity, then 1.25 times it) in one
+    # fresh session, so that both rounds see the same host: other engineers' sessions load
+    # this shared host differently from one minute to the next, and a pair may be retried
+    over = scenario.with_(target_qps=cap.round_rate(1.25 * answer.capacity_qps))
+    at = scenario.with_(target_qps=answer.capacity_qps)
+    bound = RunSettings(timeout_s=300, busy_threshold=0, server_target_latency_ms=CRITERIA.slo_ms,
+                        server_latency_percentile=CRITERIA.percentile)
+    with open_session(over, platform, ic_data, timeout_s=300) as session:
+        measure = RoundMeasurer(None, Ledger())
+        pairs = []
+        for attempt in range(3):
+            verdicts = []
+            for n, target in enumerate((at, over)):
+                slot = Slot(attempt, n, None, None, key=f"check-{attempt}-{n}")
+                record = measure(Contender(target, platform, ic_data, bound), session, slot, False)
+                store.add(record)
+                assert record.status == "ok", record.error
+                verdicts.append(cap.judge(record, CRITERIA))
+            pairs.append(verdicts)
+            print(f"{name} pair {attempt + 1}: {at.target_qps:g} qps "
+                  f"{'pass' if verdicts[0].passed else 'FAIL'} (p99 {verdicts[0].latency_ms:.1f} ms), "
+                  f"{over.target_qps:g} qps {'pass' if verdicts[1].passed else 'FAIL'} "
+                  f"(p99 {verdicts[1].latency_ms:.1f} ms, LoadGen {'VALID' if verdicts[1].loadgen_valid else 'INVALID'})")
+            if verdicts[0].passed and not verdicts[1].passed:
+                break
+    at_rate, quarter_more = pairs[-1]
+    assert at_rate.passed and not quarter_more.passed, f"every pair: {pairs} ({busy})"
+    assert not quarter_more.loadgen_valid or quarter_more.latency_ms > CRITERIA.slo_ms
+
+
+def test_the_cli_prints_the_capacity_and_stores_every_probe(tmp_path, ic_data):
+    db = tmp_path / "cap.db"
+    out = subprocess.run([sys.executable, "-m", "deploybench", "capacity", "BM/1/PIN/CPU", "--app", "ic",
+                          "--model-size", "tiny", "--slo-ms", "200", "--percentile", "90", "--requests", "64",
+                          "--precision", "0.2", "--launches", "2", "--budget", "3m", "--db", str(db),
+                          "--json", "--data-count", "8",
+                          # other engineers' sessions may measure on this shared host meanwhile
+                          "--allow-concurrent"], capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (answer,) = json.loads(out.stdout)
+    assert answer["schema"] == 1 and answer["scenario"] == "BM/1/PIN/CPU" and answer["slo_ms"] == 200
+    assert answer["capacity_qps"] and answer["statement"].startswith(f"{answer['capacity_qps']:g} qps meets p90")
+    assert "probe BM/1/PIN/CPU @" in out.stderr  # the progress: one line per probe
+    shown = subprocess.run([sys.executable, "-m", "deploybench", "show", "--db", str(db)],
+                           capture_output=True, text=True, timeout=120)
+    assert f"{len(answer['probes'])} capacity probes not in the table" in shown.stdout
+
+
+def test_a_users_own_app_has_a_capacity_too(tmp_path):
+    """The README's SignalApp (numpy only), found on PYTHONPATH by the CLI and the worker."""
+    import os
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    env = {**os.environ, "PYTHONPATH": f"{examples}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "DEPLOYBENCH_HOME": str(tmp_path / "home")}
+    # SignalApp serves a request in well under a millisecond: a tight SLO, enough requests
+    out = subprocess.run([sys.executable, "-m", "deploybench", "capacity", "BM/1/PIN/CPU", "--app",
+                          "my_app:SignalApp", "--model-size", "tiny", "--slo-ms", "5", "--percentile", "90",
+                          "--requests", "2000", "--precision", "0.2", "--launches", "2", "--budget", "2m",
+                          "--data-count", "8", "--db", str(tmp_path / "own.db"), "--json", "--allow-concurrent"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (answer,) = json.loads(out.stdout)
+    assert answer["app"] == "my_app:SignalApp" and answer["capacity_qps"], answer["statement"]
+    print(f"\nSignalApp BM/1/PIN/CPU: {answer['statement']}")
