@@ -58,6 +58,8 @@ class ScenarioSummary:
     p99_ci_ms: list[float] = field(default_factory=list)
     #: the wait in LoadGen's queue, part of E2E under Server (0 for the other scenarios)
     queue_ms: float = 0.0
+    #: the hostnames of the runs (``host`` is their host class: identical hosts pool)
+    hosts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -120,6 +122,7 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
             conditions=",".join(scenario.conditions), outlier_runs=outliers,
             p50_ci_ms=pct_ci[50], p90_ci_ms=pct_ci[90], p99_ci_ms=pct_ci[99],
             queue_ms=_finite_mean([s.get("queue_ms", 0.0) for s in run_summaries]),
+            hosts=sorted({str(r.host.get("host", "?")) for r in ok}),
         ))
     out.sort(key=lambda s: (s.app, s.model_size, s.platform, s.cores, s.cpu_mode, s.processor,
                             s.conditions, s.label))
