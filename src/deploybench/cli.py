@@ -225,6 +225,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
     from .datasets import DataSetError
     from .export import ExportError
+    from .fleet import FleetError
     from .reference import ReferenceError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
@@ -233,8 +234,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .store import StoreError
     from .study import StudyError
 
-    return (AppError, CliError, DataSetError, ExportError, PlatformError, CgroupError, ReferenceError,
-            ScenarioError, StoreError, StudyError, FileNotFoundError)
+    return (AppError, CliError, DataSetError, ExportError, FleetError, PlatformError, CgroupError,
+            ReferenceError, ScenarioError, StoreError, StudyError, FileNotFoundError)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -468,6 +469,12 @@ def show(
     if failed:
         typer.echo(f"{len(failed)} failed runs: " + "; ".join(
             f"{r.scenario.name} {r.status}: {r.error}" for r in failed[-5:]))
+    from .store import LOST_STATUS
+
+    lost = [r for r in records if r.status == LOST_STATUS]
+    if lost:  # measured again on another host; said, never averaged
+        typer.echo(f"{len(lost)} runs lost with their host (measured again elsewhere): " + "; ".join(
+            f"{r.scenario.name}: {r.error}" for r in lost[-5:]))
     _print_outliers_and_stops(summaries, store)
 
 
@@ -510,34 +517,79 @@ def sweep(
     runtime: RuntimeOption = "runc",
     engine: EngineOption = None,
     allow_concurrent: AllowConcurrentOption = False,
+    fleet: Annotated[Optional[str], typer.Option(
+        "--fleet", help="measure on the benchmark hosts of a Dask scheduler, tcp://HOST:PORT "
+                        "(`deploybench fleet worker` on each), or on local:N workers on disjoint "
+                        "cores of this host; the store stays here")] = None,
 ) -> None:
     """Run a study: each group of compared scenarios in launch epochs of interleaved blocks,
     racing until every decision the report needs is made or the budget is spent.
     Interrupted? Run it again with the same --db: only what is missing runs."""
+    import contextlib
+
+    from .host import host_facts
+    from .planning import parse_duration, plan_study, vms_native
+    from .platforms import check_platform_flags
+    from .scenario import PlatformName
+    from .study import load_study
+
+    say = functools.partial(typer.echo, err=as_json)  # with --json, stdout is the JSON only
+    # plan (here, or on one host of each class of the fleet)
+    budget_s = parse_duration(budget) if budget else None
+    study = load_study(study_path)
+    options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
+                               initrd=initrd)
+    with contextlib.ExitStack() as stack:
+        if fleet:
+            from .executors import DaskExecutor
+            from .fleet import FleetError, open_fleet, parse_fleet, plan_fleet
+
+            local_fleet = parse_fleet(fleet)[0] == "local"
+            # flag values are checked here; whether a platform runs is up to each host
+            check_platform_flags(options, [PlatformName(p) for p in study.model.platforms],
+                                 host_facts() if local_fleet else None)
+            if local_fleet and not plan:
+                refuse_concurrent(allow_concurrent)
+            connection = stack.enter_context(open_fleet(fleet))
+            executor = stack.enter_context(DaskExecutor(connection.client, on_note=say))
+            executor.wait_for_hosts()
+            classes = executor.host_classes()
+            if not classes:
+                why = "; ".join(executor.refused.values()) or (
+                    f"no worker has joined: start `deploybench fleet worker --scheduler {fleet}` "
+                    "on each benchmark host")
+                raise FleetError(f"no host of the fleet at {fleet} can be used: {why}")
+            for c in classes:
+                say(f"fleet: host class {c.fingerprint} ({c.label}): {', '.join(c.hosts)}")
+            kvm = True  # each host class plans its own guests (KVM or emulated)
+            planned = plan_fleet(executor, study_path, options)
+        else:
+            check_platform_flags(options, [PlatformName(p) for p in study.model.platforms], host_facts())
+            kvm = vms_native(host_facts(), options)
+            planned = plan_study(study, host_facts(), kvm=kvm, options=options)
+            executor = None
+        _sweep_planned(study, planned, executor, db=db, plan=plan, budget_s=budget_s, app_name=app_name,
+                       timeout=timeout, as_json=as_json, kvm=kvm, allow_concurrent=allow_concurrent,
+                       local=not fleet, say=say)
+
+
+def _sweep_planned(study: Any, planned: list[Any], executor: Any, *, db: Path, plan: bool,
+                   budget_s: Optional[float], app_name: Optional[str], timeout: Optional[float],
+                   as_json: bool, kvm: bool, allow_concurrent: bool, local: bool,
+                   say: Callable[..., None]) -> None:
+    """The rest of `sweep` once the study is planned (here or on the fleet): run, store,
+    summarise."""
     import dataclasses
     import time
 
     from .apps import create_app
     from .datasets.cache import ensure_data
     from .findings import summarize
-    from .host import host_facts
-    from .planning import format_duration, parse_duration, plan_lines, plan_study, vms_native
-    from .platforms import check_platform_flags
+    from .planning import format_duration, plan_lines
     from .progress import RunProgress
-    from .scenario import PlatformName
     from .store import Store
-    from .study import load_study
-    from .sweep import group_state, make_groups, plan_group, run_sweep, undecided_text
+    from .sweep import class_rows, group_state, make_groups, plan_group, run_sweep, undecided_text
 
-    say = functools.partial(typer.echo, err=as_json)  # with --json, stdout is the JSON only
-    # plan
-    budget_s = parse_duration(budget) if budget else None
-    study = load_study(study_path)
-    options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
-                               initrd=initrd)
-    check_platform_flags(options, [PlatformName(p) for p in study.model.platforms], host_facts())
-    kvm = vms_native(host_facts(), options)
-    planned = plan_study(study, host_facts(), kvm=kvm, options=options)
     if app_name:
         apps = sorted({p.scenario.app for p in planned})
         if app_name not in apps:
@@ -556,7 +608,8 @@ def sweep(
     if plan:
         say("\n".join(lines))
         return
-    refuse_concurrent(allow_concurrent)
+    if local:
+        refuse_concurrent(allow_concurrent)
     say(lines[0])
     say(lines[-1])
     for name in sorted({p.scenario.app for p in planned if p.skip_reason is None}):
@@ -581,7 +634,7 @@ def sweep(
         decisions = run_sweep(planned, store, study=study.name, seed=study.seed, budget_s=budget_s,
                               allow_concurrent=allow_concurrent, sink=store.keep,
                               on_run=lambda p, record: progress.on_run(record), on_epoch=on_epoch,
-                              on_stop=on_stop)
+                              on_stop=on_stop, on_note=progress.note, executor=executor)
     # summarise
     records = store.runs(study=study.name)
     if app_name:
@@ -596,8 +649,9 @@ def sweep(
     labels = {p.key: p.scenario.label for p in planned}
     rows = store.study_runs(study.name)
     for group in make_groups(planned):
-        for line in undecided_text(plan_group(group, group_state(group, rows)), labels):
-            say(f"undecided: {line}")
+        for line in undecided_text(plan_group(group, group_state(group, class_rows(rows, group.host_class))),
+                                   labels):
+            say(f"undecided: {line}" + (f" (hosts {group.host_class})" if group.host_class else ""))
     ran = [d for d in decisions.values() if d.reason != "skipped"]
     say(f"sweep {study.name}: {len(ran)} scenarios done, "
         f"{len(decisions) - len(ran)} skipped, {progress.done} runs this time, "
@@ -747,7 +801,7 @@ def compare(
         verdict = ("not significantly different" if not d.significant else
                    f"{a.name} is faster" if d.diff < 0 else f"{b.name} is faster")
         typer.echo(f"{a.display} vs {b.display} · {a.workload_label}"
-                   + (f" · host {a.host}" if a.host else ""))
+                   + (f" · host {', '.join(a.summary.hosts)} ({a.host})" if a.host else ""))
         typer.echo(f"  {a.name}: {a.summary.e2e_mean_ms:.2f} ± {_fmt(a.summary.e2e_ci95_ms)} ms "
                    f"({a.summary.runs} runs)   {b.name}: {b.summary.e2e_mean_ms:.2f} ± "
                    f"{_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} runs)")
@@ -789,6 +843,69 @@ def import_runs(
         typer.echo(f"{path}: {added} run{'s' if added != 1 else ''} added to {target}"
                    + (f", {already} already there" if already else "")
                    + ("; the file may be deleted" if added + already == len(records) else ""))
+
+
+# -- the fleet: benchmark hosts on Dask distributed (fleet.py) ----------------------------------
+fleet_app = typer.Typer(no_args_is_help=True, help="Benchmark hosts of a Dask cluster: start a worker "
+                        "on each host, list them; `sweep --fleet` sends a study to them.")
+app.add_typer(fleet_app, name="fleet")
+SchedulerOption = Annotated[str, typer.Option(
+    "--scheduler", help="the Dask scheduler, tcp://HOST:PORT (start one with `dask scheduler`)")]
+
+
+@fleet_app.command("worker")
+@friendly
+def fleet_worker(
+    scheduler: SchedulerOption,
+    name: Annotated[Optional[str], typer.Option("--name", help="this host's name in the fleet "
+                                                "(default: the hostname)")] = None,
+    cpus: Annotated[Optional[str], typer.Option("--cpus", help="measure on these CPUs only, e.g. "
+                                                "0-7 (default: every usable CPU)")] = None,
+    housekeeping: Annotated[str, typer.Option(
+        "--housekeeping-cpu", help="where the worker's own Dask threads run: auto (the last CPU "
+                                   "when there are 4 or more), none (on the measured CPUs; "
+                                   "recorded), or a CPU number")] = "auto",
+    local_peers: Annotated[int, typer.Option("--local-peers", min=0, hidden=True,
+                                             help="other workers of a local fleet on this machine")] = 0,
+) -> None:
+    """A benchmark host: a Dask worker with one thread that measures one block set at a time
+    and advertises what doctor says this host can run (bench_host, BM, CN, VM..., kvm, gpu)."""
+    from .fleet import FleetError, parse_fleet, serve_worker
+    from .scenario import parse_cpu_list
+
+    kind, address = parse_fleet(scheduler)
+    if kind != "tcp":
+        raise FleetError(f"--scheduler takes tcp://HOST:PORT, got {scheduler!r}")
+    serve_worker(str(address), name=name, cpus=parse_cpu_list(cpus) if cpus else None,
+                 housekeeping=housekeeping, local_peers=local_peers, say=typer.echo)
+
+
+@fleet_app.command("hosts")
+@friendly
+def fleet_hosts(
+    scheduler: SchedulerOption,
+    as_json: Annotated[bool, typer.Option("--json", help="each host's card as JSON")] = False,
+) -> None:
+    """The hosts of a fleet: their class (host fingerprint), cores, what each can run, their
+    deploybench version; a host this deploybench would refuse says why."""
+    from .fleet import (FleetError, _Connection, compatibility_problem, describe_workers, host_lines,
+                        parse_fleet, worker_addresses)
+
+    kind, address = parse_fleet(scheduler)
+    if kind != "tcp":
+        raise FleetError(f"--scheduler takes tcp://HOST:PORT, got {scheduler!r}")
+    with _Connection(str(address)) as connection:
+        cards = describe_workers(connection.client, worker_addresses(connection.client))
+    if as_json:
+        typer.echo(json.dumps([{"address": a, "card": card.to_json() if card else None,
+                                "refused": problem or (compatibility_problem(card) if card else None)}
+                               for a, (card, problem) in sorted(cards.items())], indent=1))
+    elif not cards:
+        typer.echo(f"no hosts in the fleet at {address}: start `deploybench fleet worker --scheduler "
+                   f"{address}` on each benchmark host")
+    else:
+        for line in host_lines(cards):
+            typer.echo(line)
 
 
 def main() -> None:

@@ -153,10 +153,13 @@ def test_sweep_app_must_be_one_of_the_studys(tmp_path):
 
 
 def _options(command: str) -> set[str]:
+    """A command's options (for a group such as `fleet`: its subcommands'), hidden ones aside."""
     from typer.main import get_command
 
-    params = get_command(app).commands[command].params
-    return {opt for p in params for opt in p.opts if opt.startswith("--")} - {"--help"}
+    cmd = get_command(app).commands[command]
+    params = [p for sub in getattr(cmd, "commands", {}).values() for p in sub.params] + list(cmd.params)
+    return {opt for p in params if not getattr(p, "hidden", False)
+            for opt in p.opts if opt.startswith("--")} - {"--help"}
 
 
 def test_every_run_option_is_in_sweep_or_in_the_table_of_run_only_options():
