@@ -1,7 +1,8 @@
 """The fleet on real platforms: `sweep --fleet local:2` (a LocalCluster scheduler and two
 `deploybench fleet worker` processes on disjoint cores of this host) runs a BM+CN study;
-a worker SIGKILLed mid-study loses its round and the study completes on the other; a worker
-of another deploybench version is refused in one line."""
+a worker SIGKILLed mid-study loses its round and the study completes on the other; a fleet
+sweep interrupted and restarted sends only what is missing; a worker of another deploybench
+version is refused in one line."""
 from __future__ import annotations
 
 import os
@@ -240,3 +241,49 @@ def test_a_worker_of_another_deploybench_version_is_refused_in_one_line(tmp_path
         worker.wait(timeout=60)
         client.close()
         cluster.close()
+
+
+def test_a_fleet_sweep_interrupted_and_restarted_sends_only_what_is_missing(tmp_path, env, two_cores_and_runc):
+    study = write_study(tmp_path, "it-resume", blocks=3)
+    db = tmp_path / "resume.db"
+    proc = subprocess.Popen(sweep(study, db, "--fleet", "local:2"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                con = sqlite3.connect(str(db), timeout=30)
+                n = con.execute("SELECT COUNT(*) FROM runs WHERE run_key IS NOT NULL").fetchone()[0]
+                con.close()
+            except sqlite3.OperationalError:
+                n = 0
+            if n >= 3:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted: runs finished so far are stored" in out and "Traceback" not in out
+    assert wait_until_gone(env) == []  # the hosts stopped the block sets and closed their sessions
+    with Store(db, readonly=True) as store:
+        first = {r.run_key for r in store.runs(study="it-resume") if r.run_key}
+    again = subprocess.run(sweep(study, db, "--fleet", "local:2"), env=env, capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    with Store(db, readonly=True) as store:
+        records = store.runs(study="it-resume")
+    keyed = [r.run_key for r in records if r.run_key]
+    assert first <= set(keyed) and len(keyed) == len(set(keyed))  # kept, nothing measured twice
+    assert all(r.run_key is None for r in records if r.status == "interrupted")
+    for app in ("ic", "rs"):  # as a local sweep: each group ends with max_launches epochs
+        assert len({r.repetition for r in records if r.scenario.app == app}) == EPOCHS, app
+    third = subprocess.run(sweep(study, db, "--fleet", "local:2"), env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert third.returncode == 0 and "0 runs this time" in third.stdout, third.stdout[-2000:]
+    assert wait_until_gone(env) == []
