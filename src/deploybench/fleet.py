@@ -62,6 +62,15 @@ ABORT_GRACE_S = 20.0
 CONNECT_TIMEOUT_S = 60.0
 #: task processes a host keeps started ahead, ready (a block set never waits for Python)
 STANDBY_PROCESSES = 2
+#: a benchmark host's Dask worker wakes up as little as it can (its threads may share the
+#: measured cores): no sampling profiler (every 10 ms by default), no GIL monitor, slow
+#: system and event-loop monitors
+QUIET_WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.tick.interval": "1s",
+}
 
 
 NOT_A_BENCH_HOST = ("worker {address} is not a deploybench benchmark host (yet): start it with "
@@ -338,9 +347,11 @@ def serve_worker(scheduler: str, *, name: str | None = None, cpus: Sequence[int]
     scheduler goes or it is stopped (SIGTERM, SIGINT)."""
     import logging
 
+    import dask
     from distributed import Worker
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    dask.config.set(QUIET_WORKER_CONFIG)
     card = become_bench_host(name or os.uname().nodename, cpus, housekeeping, local_peers)
     dask_threads = (f"CPU {card.housekeeping_cpu}" if card.housekeeping_cpu is not None
                     else "the measured cores (no core to spare)")
