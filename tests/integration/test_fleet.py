@@ -146,8 +146,24 @@ def test_a_local_fleet_of_two_runs_a_bm_cn_study_once_per_run_with_local_run_key
     assert wait_until_gone(env) == []
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[-1].split()
+        except (OSError, ValueError):
+            continue
+        if int(stat[1]) == pid:
+            out.append(int(p))
+    return out
+
+
+@pytest.mark.parametrize("kill", ["worker", "worker_and_its_task_process"])
 def test_a_worker_killed_mid_study_loses_its_round_and_the_study_completes_on_the_other(
-        tmp_path, env, two_cores_and_runc):
+        tmp_path, env, two_cores_and_runc, kill):
+    """``worker``: the task process gets SIGTERM as its worker dies and closes its sessions;
+    ``worker_and_its_task_process``: both SIGKILLed, so what the task process launched is
+    left to the sessions ledger, and the next task on the host (on the other worker) reaps it."""
     study = write_study(tmp_path, "it-kill", blocks=3)
     db = tmp_path / "kill.db"
     proc = subprocess.Popen(sweep(study, db, "--fleet", "local:2"), env=env, stdout=subprocess.PIPE,
@@ -176,6 +192,9 @@ def test_a_worker_killed_mid_study_loses_its_round_and_the_study_completes_on_th
             if b"fleet" in cmd and b"worker" in cmd and victim.encode() in cmd:
                 pids.append(int(pid))
         assert len(pids) == 1, pids
+        if kill == "worker_and_its_task_process":
+            for task in children(pids[0]):  # the block set's task process and the standbys
+                os.kill(task, signal.SIGKILL)
         os.kill(pids[0], signal.SIGKILL)
         out, _ = proc.communicate(timeout=900)
     finally:
