@@ -250,6 +250,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .apps.base import AppError
     from .datasets import DataSetError
     from .export import ExportError
+    from .fleet import FleetError
     from .reference import ReferenceError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
@@ -258,8 +259,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .store import StoreError
     from .study import StudyError
 
-    return (AppError, CliError, DataSetError, ExportError, PlatformError, CgroupError, ReferenceError,
-            ScenarioError, StoreError, StudyError, FileNotFoundError)
+    return (AppError, CliError, DataSetError, ExportError, FleetError, PlatformError, CgroupError,
+            ReferenceError, ScenarioError, StoreError, StudyError, FileNotFoundError)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -324,7 +325,8 @@ def print_table(summaries: list[Any]) -> None:
         name = s.scenario + (f" {s.conditions}" if s.conditions else "")
         if s.accel not in ("native", "kvm"):
             name += f" ({s.accel.upper()})"  # emulated: never to be read as a native figure
-        table.add_row(name, s.app, s.model_size, s.backend, *[str(getattr(s, e)) for e in extra],
+        table.add_row(name, s.app, s.model_size, s.backend,
+                      *[f"{','.join(s.hosts)} ({s.host})" if e == "host" else str(getattr(s, e)) for e in extra],
                       f"{s.runs} in {s.launches}", f"{s.e2e_mean_ms:.2f}{ci}{basis}",
                       _fmt(s.p50_ms), _fmt(s.p90_ms), _fmt(s.p99_ms), _fmt(s.pre_ms), _fmt(s.infer_ms),
                       _fmt(s.post_ms), _fmt(s.samples_per_s, 1),
@@ -649,6 +651,12 @@ def show(
     if failed:
         typer.echo(f"{len(failed)} failed runs: " + "; ".join(
             f"{r.scenario.name} {r.status}: {r.error}" for r in failed[-5:]))
+    from .store import LOST_STATUS
+
+    lost = [r for r in records if r.status == LOST_STATUS]
+    if lost:  # measured again on another host; said, never averaged
+        typer.echo(f"{len(lost)} runs lost with their host (measured again elsewhere): " + "; ".join(
+            f"{r.scenario.name}: {r.error}" for r in lost[-5:]))
     _print_outliers_and_stops(summaries, store)
 
 
@@ -725,35 +733,81 @@ def sweep(
     runtime: RuntimeOption = "runc",
     engine: EngineOption = None,
     allow_concurrent: AllowConcurrentOption = False,
+    fleet: Annotated[Optional[str], typer.Option(
+        "--fleet", help="measure on the benchmark hosts of a Dask scheduler, tcp://HOST:PORT "
+                        "(`deploybench fleet worker` on each), or on local:N workers on disjoint "
+                        "cores of this host; the store stays here")] = None,
 ) -> None:
     """Run a study: each group of compared scenarios in launch epochs of interleaved blocks,
     racing until every decision the report needs is made or the budget is spent.
     Interrupted? Run it again with the same --db: only what is missing runs."""
+    import contextlib
+
+    from .host import host_facts
+    from .planning import parse_duration, plan_study, vms_native
+    from .platforms import check_platform_flags
+    from .scenario import PlatformName
+    from .study import load_study
+
+    say = functools.partial(typer.echo, err=as_json)  # with --json, stdout is the JSON only
+    # plan (here, or on one host of each class of the fleet)
+    budget_s = parse_duration(budget) if budget else None
+    study = load_study(study_path)
+    options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
+                               initrd=initrd)
+    with contextlib.ExitStack() as stack:
+        if fleet:
+            from .executors import DaskExecutor
+            from .fleet import FleetError, open_fleet, parse_fleet, plan_fleet
+
+            local_fleet = parse_fleet(fleet)[0] == "local"
+            # flag values are checked here; whether a platform runs is up to each host
+            check_platform_flags(options, [PlatformName(p) for p in study.model.platforms],
+                                 host_facts() if local_fleet else None)
+            if local_fleet and not plan:
+                refuse_concurrent(allow_concurrent)
+            connection = stack.enter_context(open_fleet(fleet))
+            executor = stack.enter_context(DaskExecutor(connection.client, on_note=say))
+            executor.wait_for_hosts()
+            classes = executor.host_classes()
+            if not classes:
+                why = "; ".join(executor.refused.values()) or (
+                    f"no worker has joined: start `deploybench fleet worker --scheduler {fleet}` "
+                    "on each benchmark host")
+                raise FleetError(f"no host of the fleet at {fleet} can be used: {why}")
+            for c in classes:
+                say(f"fleet: host class {c.fingerprint} ({c.label}): {', '.join(c.hosts)}")
+            kvm = True  # each host class plans its own guests (KVM or emulated)
+            planned = plan_fleet(executor, study_path, options)
+        else:
+            check_platform_flags(options, [PlatformName(p) for p in study.model.platforms], host_facts())
+            kvm = vms_native(host_facts(), options)
+            planned = plan_study(study, host_facts(), kvm=kvm, options=options)
+            executor = None
+        _sweep_planned(study, planned, executor, db=db, plan=plan, budget_s=budget_s, app_name=app_name,
+                       timeout=timeout, as_json=as_json, kvm=kvm, allow_concurrent=allow_concurrent,
+                       local=not fleet, say=say, options=options)
+
+
+def _sweep_planned(study: Any, planned: list[Any], executor: Any, *, db: Path, plan: bool,
+                   budget_s: Optional[float], app_name: Optional[str], timeout: Optional[float],
+                   as_json: bool, kvm: bool, allow_concurrent: bool, local: bool,
+                   say: Callable[..., None], options: Any) -> None:
+    """The rest of `sweep` once the study is planned (here or on the fleet): run, store,
+    summarise."""
     import dataclasses
     import time
 
     from .apps import create_app
     from .datasets.cache import ensure_data
     from .findings import summarize
-    from .host import host_facts
     from .capacity import capacity_plan_lines, is_probe, run_study_capacity
-    from .planning import format_duration, parse_duration, plan_capacity, plan_lines, plan_study, vms_native
-    from .platforms import check_platform_flags
+    from .host import host_facts
+    from .planning import format_duration, plan_capacity, plan_lines
     from .progress import RunProgress
-    from .scenario import PlatformName
     from .store import Store
-    from .study import load_study
-    from .sweep import group_state, make_groups, plan_group, run_sweep, undecided_text
+    from .sweep import class_rows, group_state, make_groups, plan_group, run_sweep, undecided_text
 
-    say = functools.partial(typer.echo, err=as_json)  # with --json, stdout is the JSON only
-    # plan
-    budget_s = parse_duration(budget) if budget else None
-    study = load_study(study_path)
-    options = platform_options(runtime=runtime, engine=engine, accel=accel, kernel=kernel,
-                               initrd=initrd)
-    check_platform_flags(options, [PlatformName(p) for p in study.model.platforms], host_facts())
-    kvm = vms_native(host_facts(), options)
-    planned = plan_study(study, host_facts(), kvm=kvm, options=options)
     if app_name:
         apps = sorted({p.scenario.app for p in planned})
         if app_name not in apps:
@@ -761,6 +815,10 @@ def sweep(
                            f"{', '.join(apps)} (--app picks one of them)")
         planned = [p for p in planned if p.scenario.app == app_name]
     capacity_planned = plan_capacity(study, host_facts(), kvm=kvm, options=options)
+    if capacity_planned and not local:
+        say(f"capacity: the study's {len(capacity_planned)} [capacity] search(es) run with a local "
+            "sweep only (a search holds one host for its whole bracket); run them without --fleet")
+        capacity_planned = []
     if app_name:
         capacity_planned = [p for p in capacity_planned if p.scenario.app == app_name]
     if timeout is not None:
@@ -776,7 +834,8 @@ def sweep(
     if plan:
         say("\n".join(lines))
         return
-    refuse_concurrent(allow_concurrent)
+    if local:
+        refuse_concurrent(allow_concurrent)
     say(lines[0])
     say(lines[-1])
     for name in sorted({p.scenario.app for p in [*planned, *capacity_planned] if p.skip_reason is None}):
@@ -801,7 +860,7 @@ def sweep(
         decisions = run_sweep(planned, store, study=study.name, seed=study.seed, budget_s=budget_s,
                               allow_concurrent=allow_concurrent, sink=store.keep,
                               on_run=lambda p, record: progress.on_run(record), on_epoch=on_epoch,
-                              on_stop=on_stop)
+                              on_stop=on_stop, on_note=progress.note, executor=executor)
         # the [capacity] searches, after the groups (they need their own warm sessions)
         answers = run_study_capacity(
             study, capacity_planned, store, sink=store.keep, on_note=progress.note,
@@ -822,8 +881,9 @@ def sweep(
     labels = {p.key: p.scenario.label for p in planned}
     rows = store.study_runs(study.name)
     for group in make_groups(planned):
-        for line in undecided_text(plan_group(group, group_state(group, rows)), labels):
-            say(f"undecided: {line}")
+        for line in undecided_text(plan_group(group, group_state(group, class_rows(rows, group.host_class))),
+                                   labels):
+            say(f"undecided: {line}" + (f" (hosts {group.host_class})" if group.host_class else ""))
     ran = [d for d in decisions.values() if d.reason != "skipped"]
     say(f"sweep {study.name}: {len(ran)} scenarios done, "
         f"{len(decisions) - len(ran)} skipped, {progress.done} runs this time, "
@@ -993,7 +1053,7 @@ def compare(
     for comp in comparisons:
         a, b = comp.cell, comp.baseline
         typer.echo(f"{a.display} vs {b.display} · {a.workload_label}"
-                   + (f" · host {a.host}" if a.host else ""))
+                   + (f" · host {', '.join(a.summary.hosts)} ({a.host})" if a.host else ""))
         typer.echo(f"  {a.name}: {a.summary.e2e_mean_ms:.2f} ± {_fmt(a.summary.e2e_ci95_ms)} ms "
                    f"({a.summary.runs} rounds in {a.summary.launches} launches)   {b.name}: "
                    f"{b.summary.e2e_mean_ms:.2f} ± {_fmt(b.summary.e2e_ci95_ms)} ms ({b.summary.runs} "
@@ -1076,6 +1136,69 @@ def import_runs(
         typer.echo(f"{path}: {added} run{'s' if added != 1 else ''} added to {target}"
                    + (f", {already} already there" if already else "")
                    + ("; the file may be deleted" if added + already == len(records) else ""))
+
+
+# -- the fleet: benchmark hosts on Dask distributed (fleet.py) ----------------------------------
+fleet_app = typer.Typer(no_args_is_help=True, help="Benchmark hosts of a Dask cluster: start a worker "
+                        "on each host, list them; `sweep --fleet` sends a study to them.")
+app.add_typer(fleet_app, name="fleet")
+SchedulerOption = Annotated[str, typer.Option(
+    "--scheduler", help="the Dask scheduler, tcp://HOST:PORT (start one with `dask scheduler`)")]
+
+
+@fleet_app.command("worker")
+@friendly
+def fleet_worker(
+    scheduler: SchedulerOption,
+    name: Annotated[Optional[str], typer.Option("--name", help="this host's name in the fleet "
+                                                "(default: the hostname)")] = None,
+    cpus: Annotated[Optional[str], typer.Option("--cpus", help="measure on these CPUs only, e.g. "
+                                                "0-7 (default: every usable CPU)")] = None,
+    housekeeping: Annotated[str, typer.Option(
+        "--housekeeping-cpu", help="where the worker's own Dask threads run: auto (the last CPU "
+                                   "when there are 4 or more), none (on the measured CPUs; "
+                                   "recorded), or a CPU number")] = "auto",
+    local_peers: Annotated[int, typer.Option("--local-peers", min=0, hidden=True,
+                                             help="other workers of a local fleet on this machine")] = 0,
+) -> None:
+    """A benchmark host: a Dask worker with one thread that measures one block set at a time
+    and advertises what doctor says this host can run (bench_host, BM, CN, VM..., kvm, gpu)."""
+    from .fleet import FleetError, parse_fleet, serve_worker
+    from .scenario import parse_cpu_list
+
+    kind, address = parse_fleet(scheduler)
+    if kind != "tcp":
+        raise FleetError(f"--scheduler takes tcp://HOST:PORT, got {scheduler!r}")
+    serve_worker(str(address), name=name, cpus=parse_cpu_list(cpus) if cpus else None,
+                 housekeeping=housekeeping, local_peers=local_peers, say=typer.echo)
+
+
+@fleet_app.command("hosts")
+@friendly
+def fleet_hosts(
+    scheduler: SchedulerOption,
+    as_json: Annotated[bool, typer.Option("--json", help="each host's card as JSON")] = False,
+) -> None:
+    """The hosts of a fleet: their class (host fingerprint), cores, what each can run, their
+    deploybench version; a host this deploybench would refuse says why."""
+    from .fleet import (FleetError, _Connection, compatibility_problem, describe_workers, host_lines,
+                        parse_fleet, worker_addresses)
+
+    kind, address = parse_fleet(scheduler)
+    if kind != "tcp":
+        raise FleetError(f"--scheduler takes tcp://HOST:PORT, got {scheduler!r}")
+    with _Connection(str(address)) as connection:
+        cards = describe_workers(connection.client, worker_addresses(connection.client))
+    if as_json:
+        typer.echo(json.dumps([{"address": a, "card": card.to_json() if card else None,
+                                "refused": problem or (compatibility_problem(card) if card else None)}
+                               for a, (card, problem) in sorted(cards.items())], indent=1))
+    elif not cards:
+        typer.echo(f"no hosts in the fleet at {address}: start `deploybench fleet worker --scheduler "
+                   f"{address}` on each benchmark host")
+    else:
+        for line in host_lines(cards):
+            typer.echo(line)
 
 
 def main() -> None:

@@ -309,10 +309,13 @@ def launch_failure_record(contender: Contender, exc: BaseException, *, study: st
 
 def run_block_set(block_set: BlockSet, sink: Callable[[RunRecord], None], *,
                   ledger: Ledger | None = None, runs_root: Path | None = None,
-                  on_run: Callable[[Contender, RunRecord], None] | None = None) -> EpochResult:
+                  on_run: Callable[[Contender, RunRecord], None] | None = None,
+                  on_start: Callable[[Contender, Slot | None], None] | None = None) -> EpochResult:
     """Execute one launch epoch (see the module docstring). Each record goes to ``sink``
-    (the store) as soon as it exists, then to ``on_run`` (progress). Raises
-    KeyboardInterrupt after storing the interrupted round and closing every session."""
+    (the store) as soon as it exists, then to ``on_run`` (progress). ``on_start`` hears of
+    each launch (slot None) and each round (its slot) before it begins: what is in flight
+    (the fleet records it as lost if its host dies). Raises KeyboardInterrupt after storing
+    the interrupted round and closing every session."""
     import time
 
     ledger = ledger or Ledger()
@@ -336,6 +339,8 @@ def run_block_set(block_set: BlockSet, sink: Callable[[RunRecord], None], *,
         rng.shuffle(launch_order)
         for contender in launch_order:
             started = time.time()
+            if on_start is not None:
+                on_start(contender, None)
             try:
                 session = launch(contender, ledger=ledger, runs_root=runs_root)
             except KeyboardInterrupt:
@@ -351,8 +356,10 @@ def run_block_set(block_set: BlockSet, sink: Callable[[RunRecord], None], *,
             for w in range(block_set.warmup_rounds):
                 if not session.alive:
                     break
-                emit(by_key[key], measure(by_key[key], session,
-                                          Slot(block_set.epoch, None, None, None, warmup_index=w), True))
+                slot = Slot(block_set.epoch, None, None, None, warmup_index=w)
+                if on_start is not None:
+                    on_start(by_key[key], slot)
+                emit(by_key[key], measure(by_key[key], session, slot, True))
         for b in range(block_set.blocks):
             live = sorted((k for k, s in sessions.items() if s.alive), key=str)
             if not live:
@@ -360,8 +367,10 @@ def run_block_set(block_set: BlockSet, sink: Callable[[RunRecord], None], *,
             rng.shuffle(live)
             block_id = uuid.uuid4().hex
             for position, key in enumerate(live):
-                emit(by_key[key], measure(by_key[key], sessions[key],
-                                          Slot(block_set.epoch, b, block_id, position), False))
+                slot = Slot(block_set.epoch, b, block_id, position)
+                if on_start is not None:
+                    on_start(by_key[key], slot)
+                emit(by_key[key], measure(by_key[key], sessions[key], slot, False))
     finally:
         for session in sessions.values():
             session.close()

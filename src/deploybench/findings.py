@@ -5,7 +5,7 @@ DESIGN
 - **Row identity** (pyperf's "runs whose key metadata differ are never pooled"): one row, one
   comparison cell, one figure bar is one scenario (``Scenario.key``: deployment, app, model
   size, backend, requests, LoadGen scenario, batch size, inference-only, host conditions) on
-  one host (its name; its hardware/software fingerprint is reported with it), under one
+  one host class (``host.host_fingerprint``: identical hosts pool, the hostnames are listed), under one
   accelerator (native, kvm, tcg), on one data set (file count and seed). ``row_key`` is that
   identity and everything here, in ``show``, the report and the store's readers uses it.
 - **A row's CI is hierarchical** (``stats.scenario_ci``): over launch means when there are >= 2
@@ -32,7 +32,7 @@ import numpy as np
 
 from . import stats
 from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Scenario, Storage
-from .store import FAILED_STATUSES, RunRecord
+from .store import FAILED_STATUSES, RunRecord, host_class_of
 from .warnings import WarningCode
 
 BASELINE = PlatformName.BM.value
@@ -41,7 +41,9 @@ EMULATED_ACCELS = ("tcg",)
 
 # -- row identity ---------------------------------------------------------------------------
 def host_of(record: RunRecord) -> str:
-    return str(record.host.get("host", "?"))
+    """The run's host class (``host.host_fingerprint``): runs of identical hosts pool, runs of
+    different kinds of host never do (the hostnames are listed in a summary's ``hosts``)."""
+    return host_class_of(record)
 
 
 def accel_of(record: RunRecord) -> str:
@@ -54,12 +56,6 @@ def data_set_of(record: RunRecord) -> str:
     if not ds:
         return ""
     return f"{ds.get('count')} files, seed {ds.get('seed')}"
-
-
-def fingerprint_of(record: RunRecord) -> str:
-    from .host import host_fingerprint
-
-    return record.host.get("fingerprint") or host_fingerprint(record.host)
 
 
 def row_key(record: RunRecord) -> tuple[str, str, str, str]:
@@ -127,7 +123,6 @@ class ScenarioSummary:
     data_set: str = ""
     data_count: int | None = None
     data_seed: int | None = None
-    fingerprint: str = ""
     between_launch_sd_rel: float = math.nan
     within_launch_sd_rel: float = math.nan
     #: LoadGen's own verdict and tail over the rounds: all VALID?, its p99 (mean over rounds)
@@ -140,6 +135,8 @@ class ScenarioSummary:
     p50_ci_ms: list[float] = field(default_factory=list)
     p90_ci_ms: list[float] = field(default_factory=list)
     p99_ci_ms: list[float] = field(default_factory=list)
+    #: the hostnames of the runs (``host`` is their host class: identical hosts pool)
+    hosts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -216,10 +213,11 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
             processor=scenario.processor.value, conditions=",".join(scenario.conditions),
             requests=scenario.requests, loadgen_scenario=loadgen, batch_size=scenario.batch_size,
             inference_only=scenario.inference_only, data_set=data_set,
-            data_count=ds.get("count"), data_seed=ds.get("seed"), fingerprint=fingerprint_of(ok[0]),
+            data_count=ds.get("count"), data_seed=ds.get("seed"),
             between_launch_sd_rel=ci.between_launch_sd_rel, within_launch_sd_rel=ci.within_launch_sd_rel,
             loadgen_valid=valid, loadgen_p99_ms=lg_p99, loadgen_reason=reason,
             outlier_runs=outliers, p50_ci_ms=pct_ci[50], p90_ci_ms=pct_ci[90], p99_ci_ms=pct_ci[99],
+            hosts=sorted({str(r.host.get("host", "?")) for r in ok}),
         ))
     out.sort(key=lambda s: (s.app, s.model_size, s.requests, s.loadgen_scenario, s.inference_only,
                             s.platform, s.cores, s.cpu_mode, s.processor, s.conditions, s.host,

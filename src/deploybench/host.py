@@ -3,6 +3,7 @@ run. A leaf module: platforms and the doctor checks build on it, it imports none
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform as _platform
 import shutil
@@ -135,25 +136,13 @@ def host_facts() -> HostFacts:
     )
 
 
-#: what makes two hosts a class whose runs may be compared (not the hostname: two identical
-#: machines are one class; not the software revision: it is recorded, and reported)
-FINGERPRINT_FIELDS = ("cpu_model", "host_cores", "memory_gib", "kernel")
-
-
-def host_fingerprint(meta: dict[str, Any]) -> str:
-    """A short, stable id of a host's class, from its run metadata: CPU model, usable cores,
-    memory and kernel (``fp-1a2b3c4d``)."""
-    import hashlib
-
-    parts = [str(meta.get(name, "")) for name in FINGERPRINT_FIELDS]
-    parts[2] = str(round(float(meta.get("memory_gib") or 0)))  # 23.5 and 23.6 GiB are one host
-    return "fp-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
-
-
 def run_metadata() -> dict[str, Any]:
-    """Host-side metadata stored with every run (the worker adds its own view)."""
+    """Host-side metadata stored with every run (the worker adds its own view), with the
+    host's fingerprint (``host_fingerprint``): the class of identical hosts it belongs to."""
+    from . import __version__
+
     facts = host_facts()
-    return {
+    meta = {
         "host": facts.hostname,
         "kernel": facts.kernel,
         "cpu_model": facts.cpu_model,
@@ -164,7 +153,60 @@ def run_metadata() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": _platform.platform(),
         "git_revision": git_revision(),
+        "deploybench_version": __version__,
+        "kvm": facts.kvm_present,
+        "gpus": list(facts.gpus),
         "loadavg_1m": os.getloadavg()[0],
-        "fingerprint": host_fingerprint({"cpu_model": facts.cpu_model, "host_cores": facts.cores,
-                                         "memory_gib": facts.memory_gib, "kernel": facts.kernel}),
     }
+    meta["fingerprint"] = host_fingerprint(meta)
+    return meta
+
+
+# -- host classes -------------------------------------------------------------------------------
+#: what makes two hosts interchangeable for a measurement (the hostname is left out, so that
+#: identical hosts form one class; the deploybench version is checked apart, by the fleet)
+FINGERPRINT_FIELDS = ("cpu_model", "host_cores", "memory_gib", "kernel", "kvm", "gpus")
+
+
+def _fingerprint_values(meta: dict[str, Any]) -> dict[str, Any]:
+    memory = meta.get("memory_gib")
+    values = {
+        "cpu_model": meta.get("cpu_model"),
+        "host_cores": meta.get("host_cores"),
+        # MemTotal is a little under the installed size, by an amount that differs between
+        # identical machines (firmware and kernel reservations): the whole GiB above it
+        "memory_gib": math.ceil(float(memory)) if memory is not None else None,
+        "kernel": meta.get("kernel"),
+    }
+    # runs stored before these were recorded hash as they did not have them
+    if meta.get("kvm"):
+        values["kvm"] = True
+    if meta.get("gpus"):
+        values["gpus"] = sorted(str(g) for g in meta["gpus"])
+    return values
+
+
+def host_fingerprint(meta: dict[str, Any]) -> str:
+    """The class of a run's host, from its run metadata: a short, stable id of the CPU model,
+    usable cores, memory (whole GiB, rounded up), kernel, KVM and GPUs -- not the hostname, so identical
+    hosts share it. Runs with different fingerprints are never pooled or compared."""
+    import hashlib
+    import json
+
+    text = json.dumps(_fingerprint_values(meta), sort_keys=True, default=str)
+    return "hc-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def host_class_label(meta: dict[str, Any]) -> str:
+    """A host class for people: ``AMD EPYC, 2 cores, 24 GiB, Linux 6.1.0-18-amd64, KVM``."""
+    values = _fingerprint_values(meta)
+    parts = [str(values["cpu_model"] or "unknown CPU"),
+             f"{values['host_cores'] if values['host_cores'] is not None else '?'} "
+             f"core{'' if values['host_cores'] == 1 else 's'}",
+             f"{values['memory_gib'] if values['memory_gib'] is not None else '?'} GiB",
+             f"Linux {values['kernel'] or '?'}"]
+    if values.get("kvm"):
+        parts.append("/dev/kvm")
+    if values.get("gpus"):
+        parts.append(" + ".join(values["gpus"]))
+    return ", ".join(parts)

@@ -227,7 +227,7 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
     """The `sweep --plan` text: per group of compared scenarios, what one launch epoch
     costs and how many epochs it may take; then the estimated duration and the budget.
     Returns (lines, low seconds, high seconds)."""
-    from .sweep import group_state, make_groups, plan_group
+    from .sweep import class_rows, group_state, make_groups, plan_group
 
     runnable = [p for p in planned if p.skip_reason is None]
     groups = make_groups(planned)
@@ -239,7 +239,7 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
     bases: set[str] = set()
     for group in groups:
         rule = group.rule
-        state = group_state(group, rows)
+        state = group_state(group, class_rows(rows, group.host_class))
         plan = plan_group(group, state)
         costs = {m.key: scenario_cost(m, store) for m in group.members}
         bases |= {"past runs" if c.basis.startswith("past") else "heuristic" for c in costs.values()}

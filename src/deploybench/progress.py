@@ -34,7 +34,9 @@ def run_line(record: Any, done: int, total: int | None, elapsed_s: float) -> str
     codes = record.warning_codes
     warn = f"  [{' '.join(codes)}]" if codes else ""
     repetition = "" if record.repetition is None else f" #{record.repetition}"
-    return (f"[{count:>5} {format_elapsed(elapsed_s):>7}] {record.scenario.label}{repetition} "
+    fleet = record.host.get("fleet") or {}
+    where = f" @ {fleet.get('worker') or record.host.get('host')}" if fleet else ""  # a fleet's host
+    return (f"[{count:>5} {format_elapsed(elapsed_s):>7}] {record.scenario.label}{repetition}{where} "
             f"{record.status:<7} {record.finished_at - record.started_at:6.1f} s  {what}{warn}")
 
 

@@ -144,7 +144,9 @@ class RunRecord:
     """A worker result plus the host-side facts of one run."""
 
     scenario: Scenario
-    status: str  # ok | warmup (ok, but a discarded warm-up run) | failed | timeout | interrupted
+    #: ok | warmup (ok, but a discarded warm-up run) | failed | timeout | interrupted | lost
+    #: (measured on a fleet host that died, or whose task process died, mid-round: no result)
+    status: str
     started_at: float
     finished_at: float
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -192,6 +194,9 @@ class RunRecord:
 
 #: statuses that count as a failure of the scenario (warm-up and interrupted runs do not)
 FAILED_STATUSES = ("failed", "timeout")
+#: a round whose host died under it (a fleet host, or its task process): neither the
+#: scenario's failure nor a measurement; its launch epoch is measured again elsewhere
+LOST_STATUS = "lost"
 
 
 def _dumps(value: Any) -> str:
@@ -585,11 +590,14 @@ class Store:
     def study_runs(self, study: str) -> list[dict[str, Any]]:
         """A study's runs without samples, as light rows (for resuming and racing): run_key,
         scenario_key, repetition (the launch epoch), status, error, started_at, finished_at,
-        launch_id, launch_round, block_id, block_pos, host, start_latency_s, summary."""
+        launch_id, launch_round, block_id, block_pos, host, start_latency_s, summary, and
+        host_class (the run's stored host fingerprint; None for runs stored before there
+        was one)."""
         cur = self.db.execute(
             "SELECT run_key, scenario_key, repetition, status, error, started_at, finished_at, "
             "launch_id, launch_round, block_id, block_pos, host, "
             "json_extract(platform_json, '$.start_latency_s') AS start_latency_s, "
+            "json_extract(host_json, '$.fingerprint') AS host_class, "
             "summary_json FROM runs WHERE study=? ORDER BY started_at, run_id", (study,))
         names = [d[0] for d in cur.description]
         rows = []
@@ -733,14 +741,23 @@ def read_recovery(path: Path) -> tuple[list[RunRecord], str | None]:
     return records, document.get("store")
 
 
-def group_by_scenario(records: Sequence[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
-    """Runs that may be averaged together: same scenario, same host, same accelerator.
+def host_class_of(record: RunRecord) -> str:
+    """The class of the host a run was measured on (``host.host_fingerprint``): stored with
+    the run, or computed from its host metadata for runs stored before it was."""
+    from .host import host_fingerprint
 
-    Runs whose key metadata differ (another host; an emulated VM next to a native one) are
-    never silently pooled.
+    return str(record.host.get("fingerprint") or host_fingerprint(record.host))
+
+
+def group_by_scenario(records: Sequence[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
+    """Runs that may be averaged together: same scenario, same host class (identical hosts:
+    ``host_class_of``), same accelerator.
+
+    Runs whose key metadata differ (another kind of host; an emulated VM next to a native
+    one) are never silently pooled.
     """
     groups: dict[tuple[str, str, str], list[RunRecord]] = {}
     for record in records:
         accel = str(record.platform.get("accel", "native"))
-        groups.setdefault((record.scenario.key, record.host.get("host", "?"), accel), []).append(record)
+        groups.setdefault((record.scenario.key, host_class_of(record), accel), []).append(record)
     return groups

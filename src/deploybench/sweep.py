@@ -19,6 +19,14 @@ DESIGN
 - Everything is derived from the store: a sweep restarted after Ctrl-C, a crash or a power
   loss does only what is missing (its next epoch number and every decision are recomputed
   from the stored rounds; an interrupted round is kept, without a run key).
+- Where block sets run is an executor's business (``executors.py``): this host, one after
+  the other (``LocalExecutor``), or a fleet of hosts (``DaskExecutor``). Groups are
+  independent, so the loop keeps one block set in flight per free host (one epoch of a
+  group at a time) and plans a group's next epoch when the results of the last one are in.
+  Racing is per group *and host class* (identical hosts: ``host.host_fingerprint``): rounds
+  of another class never enter a group's decisions. A launch epoch whose host died (its
+  rounds in flight stored as ``lost``) does not count towards ``max_launches``: it is
+  measured again, on another host of the class, or the group stops (``no_host``).
 """
 from __future__ import annotations
 
@@ -26,17 +34,21 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import stats
-from .execute import BlockSet, Contender, RunSettings, run_block_set
-from .platforms.ledger import Ledger
+from .execute import BlockSet, Contender, RunSettings
 from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Scenario, Storage
-from .store import FAILED_STATUSES, RunRecord, Store
+from .store import FAILED_STATUSES, LOST_STATUS, RunRecord, Store
+
+if TYPE_CHECKING:
+    from .executors import BlockSetDone, Executor
 
 #: seconds a launch and a round cost before any is measured (for the first epoch's plan)
 DEFAULT_LAUNCH_S = 3.0
 DEFAULT_ROUND_S = 0.5
+#: block sets of a group lost (or failed to start) in a row that stop the group
+MAX_LOST_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class RaceRule:
 
 @dataclass(frozen=True)
 class StopDecision:
-    reason: str  # decided | dropped | max_launches | time_budget | budget | failing | skipped
+    reason: str  # decided | dropped | max_launches | time_budget | budget | failing | skipped | no_host
     detail: str
     runs: int  # measured rounds
     mean_ms: float | None = None
@@ -79,6 +91,8 @@ class PlannedScenario:
     skip_reason: str | None = None
     notes: list[str] = field(default_factory=list)
     emulated: bool = False
+    #: the host class (``host.host_fingerprint``) it is planned for; None: the executor's only one
+    host_class: str | None = None
 
     @property
     def key(self) -> str:
@@ -109,11 +123,13 @@ class Group:
     key: str
     members: list[PlannedScenario]
     emulated: bool
+    host_class: str | None = None  # measured on hosts of this class (None: the executor's only one)
 
     @property
     def label(self) -> str:
         s = self.members[0].scenario
-        return s.label.split(" · ", 1)[1] + (" [emulated]" if self.emulated else "")
+        return (s.label.split(" · ", 1)[1] + (" [emulated]" if self.emulated else "")
+                + (f" on {self.host_class}" if self.host_class else ""))
 
     @property
     def rule(self) -> RaceRule:
@@ -169,13 +185,22 @@ class Group:
 
 
 def make_groups(planned: Sequence[PlannedScenario]) -> list[Group]:
-    groups: dict[str, Group] = {}
+    """The groups of compared scenarios, one per workload (and per host class, on a fleet)."""
+    groups: dict[tuple[str, str | None], Group] = {}
     for p in planned:
         if p.skip_reason is not None:
             continue
         key = group_key(p.scenario, p.emulated)
-        groups.setdefault(key, Group(key, [], p.emulated)).members.append(p)
+        groups.setdefault((key, p.host_class), Group(key, [], p.emulated, p.host_class)).members.append(p)
     return sorted(groups.values(), key=lambda g: (g.emulated, g.label))
+
+
+def class_rows(rows: Sequence[dict[str, Any]], host_class: str | None) -> list[dict[str, Any]]:
+    """The study rows measured on hosts of ``host_class`` (None: all of them). Runs stored
+    before runs carried a fingerprint count for every class."""
+    if host_class is None:
+        return list(rows)
+    return [r for r in rows if r.get("host_class") in (None, host_class)]
 
 
 # -- the state of a group, from the store -------------------------------------------------------
@@ -185,13 +210,15 @@ class GroupState:
     costs, launch failures in a row, time spent."""
 
     rounds: list[stats.Round]
-    epochs_done: int
+    epochs_done: int  # launch epochs stored, less those lost with their host
     spent_s: float
     launch_s: dict[str, float]
     round_s: dict[str, float]
     failures_in_a_row: dict[str, int]
     measured: dict[str, int]
     last_error: dict[str, str] = field(default_factory=dict)
+    next_epoch: int = 0  # the number the next launch epoch gets (one more than any stored)
+    lost_epochs: int = 0  # epochs with a round lost with its host (measured again)
 
 
 def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
@@ -199,6 +226,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
     mine = [r for r in rows if r["scenario_key"] in keys]
     rounds, launch_s, round_s = [], {}, {}
     epochs: set[int] = set()
+    lost: set[int] = set()
     spent: dict[tuple[int, str], tuple[float, float]] = {}
     failures_in_a_row: dict[str, int] = {k: 0 for k in keys}
     measured: dict[str, int] = {k: 0 for k in keys}
@@ -209,6 +237,8 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
         key = r["scenario_key"]
         if r.get("repetition") is not None:
             epochs.add(int(r["repetition"]))
+            if r["status"] == LOST_STATUS:
+                lost.add(int(r["repetition"]))
             lo, hi = spent.get((int(r["repetition"]), ""), (math.inf, 0.0))
             spent[(int(r["repetition"]), "")] = (min(lo, r["started_at"]), max(hi, r["finished_at"]))
         if r["status"] in FAILED_STATUSES:
@@ -229,8 +259,9 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
         launch_s[key] = float(sum(latencies[key]) / len(latencies[key])) if latencies.get(key) else DEFAULT_LAUNCH_S
         round_s[key] = float(sum(durations[key]) / len(durations[key])) if durations.get(key) else DEFAULT_ROUND_S
     spent_s = sum(hi - lo for lo, hi in spent.values() if hi > lo)
-    return GroupState(rounds, max(epochs) + 1 if epochs else 0, spent_s, launch_s, round_s,
-                      failures_in_a_row, measured, last_error)
+    return GroupState(rounds, len(epochs - lost), spent_s, launch_s, round_s,
+                      failures_in_a_row, measured, last_error,
+                      next_epoch=max(epochs) + 1 if epochs else 0, lost_epochs=len(lost))
 
 
 @dataclass
@@ -316,45 +347,144 @@ def undecided_text(plan: GroupPlan, labels: dict[str, str]) -> list[str]:
 
 
 # -- the sweep ----------------------------------------------------------------------------------
+@dataclass
+class _Flight:
+    group: Group
+    epoch: int
+    host_class: str
+
+
+def decision_key(p: PlannedScenario) -> str:
+    """Where ``run_sweep`` files a scenario's stop decision: its key (and host class)."""
+    return p.key if p.host_class is None else f"{p.key}@{p.host_class}"
+
+
 def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, seed: int = 0,
               budget_s: float | None = None, allow_concurrent: bool = False,
               sink: Callable[[RunRecord], None] | None = None,
               on_run: Callable[[PlannedScenario, RunRecord], None] | None = None,
               on_epoch: Callable[[Group, GroupPlan, int], None] | None = None,
               on_stop: Callable[[PlannedScenario, StopDecision], None] | None = None,
-              ledger: Ledger | None = None, runs_root: Path | None = None,
-              execute: Callable[..., Any] = run_block_set) -> dict[str, StopDecision]:
-    """Run a study's groups, epoch by epoch, until each one stops (see the module docstring).
+              on_note: Callable[[str], None] | None = None,
+              executor: "Executor | None" = None) -> dict[str, StopDecision]:
+    """Run a study's groups until each one stops (see the module docstring), each epoch as
+    one block set on ``executor`` (default: this host, ``LocalExecutor``), one block set in
+    flight per free host.
 
     Resumable: everything is derived from the runs already stored for ``study``. Returns
-    each scenario's stop decision by scenario key. ``execute`` runs one block set (tests
-    and the fleet pass their own)."""
+    each scenario's stop decision by ``decision_key``. ``sink`` stores a record (default
+    ``store.add``); ``on_note`` hears of lost block sets and hosts."""
+    from .executors import LocalExecutor
+
     decisions: dict[str, StopDecision] = {}
-    by_key = {p.key: p for p in planned}
     for p in planned:
         if p.skip_reason is not None:
-            decisions[p.key] = StopDecision("skipped", p.skip_reason, 0)
+            decisions[decision_key(p)] = StopDecision("skipped", p.skip_reason, 0)
             store.record_stop(study, p.scenario, "skipped", p.skip_reason, 0)
             if on_stop:
-                on_stop(p, decisions[p.key])
+                on_stop(p, decisions[decision_key(p)])
+    executor = executor or LocalExecutor()
+    classes = [c.fingerprint for c in executor.host_classes()]
+    only_class = classes[0] if len(classes) == 1 else None
+    by_key = {(p.key, p.host_class or only_class): p for p in planned}
     store_sink = sink or store.add
+    note = on_note or (lambda line: None)
     began = time.monotonic()
-    for group in make_groups(planned):
-        while True:
-            state = group_state(group, store.study_runs(study))
-            left = None if budget_s is None else budget_s - (time.monotonic() - began)
-            plan = plan_group(group, state, budget_left_s=left)
-            if plan.stop is not None:
-                _record_stops(group, plan, state, store, study, decisions, on_stop)
-                break
-            if on_epoch:
-                on_epoch(group, plan, state.epochs_done)
-            contenders = tuple(by_key[k].contender() for k in plan.active)
-            block_set = BlockSet(contenders, blocks=plan.blocks, warmup_rounds=group.rule.warmup_rounds,
-                                 epoch=state.epochs_done, study=study, seed=seed,
-                                 allow_concurrent=allow_concurrent)
-            execute(block_set, store_sink, ledger=ledger, runs_root=runs_root,
-                    on_run=(lambda c, r: on_run(by_key[c.key], r)) if on_run else None)
+    duplicates = [0]
+
+    def deliver(record: RunRecord) -> None:
+        if record.run_key is not None and store.has_key(record.run_key):
+            duplicates[0] += 1  # measured twice (a task run again by the cluster): kept once
+            return
+        store_sink(record)
+        if on_run:
+            cls = record.host.get("fingerprint")
+            p = by_key.get((record.scenario.key, cls)) or by_key.get((record.scenario.key, only_class))
+            if p is None:
+                p = next(q for q in planned if q.key == record.scenario.key)
+            on_run(p, record)
+
+    open_groups = make_groups(planned)
+    flights: dict[int, _Flight] = {}
+    lost_in_a_row: dict[int, int] = {}
+    last_loss: dict[int, str] = {}
+
+    def stop(group: Group, reason: str, detail: str) -> None:
+        state = group_state(group, class_rows(store.study_runs(study), group.host_class or only_class))
+        plan = GroupPlan([], 0, [], [], [], [], {}, stop=reason, detail=detail)
+        _record_stops(group, plan, state, store, study, decisions, on_stop)
+
+    try:
+        while open_groups or flights:
+            busy: dict[str, int] = {}
+            for f in flights.values():
+                busy[f.host_class] = busy.get(f.host_class, 0) + 1
+            flying = {id(f.group) for f in flights.values()}
+            rows: list[dict[str, Any]] | None = None  # the store changes only in executor.wait
+            for group in list(open_groups):
+                if id(group) in flying:
+                    continue
+                cls = group.host_class or only_class
+                if cls is None:
+                    raise ValueError("a fleet of several host classes needs every scenario planned "
+                                     "for one (PlannedScenario.host_class)")
+                capacity = executor.capacity(cls)
+                if capacity == 0:
+                    open_groups.remove(group)
+                    why = last_loss.get(id(group), "")
+                    stop(group, "no_host", f"no host of class {cls} is left in the fleet"
+                         + (f" (last: {why})" if why else ""))
+                    continue
+                if busy.get(cls, 0) >= capacity:
+                    continue
+                if rows is None:
+                    rows = store.study_runs(study)
+                state = group_state(group, class_rows(rows, cls))
+                left = None if budget_s is None else budget_s - (time.monotonic() - began)
+                plan = plan_group(group, state, budget_left_s=left)
+                if plan.stop is None and lost_in_a_row.get(id(group), 0) >= MAX_LOST_IN_A_ROW:
+                    plan.stop, plan.detail = "failing", (f"{lost_in_a_row[id(group)]} block sets in a row "
+                                                         f"were lost or could not start (last: "
+                                                         f"{last_loss.get(id(group), '?')})")
+                if plan.stop is not None:
+                    open_groups.remove(group)
+                    _record_stops(group, plan, state, store, study, decisions, on_stop)
+                    continue
+                # epoch numbers are unique per scenario across host classes and block sets in
+                # flight, so that run keys never collide
+                members = {m.key for m in group.members}
+                taken = [0] + [int(r["repetition"]) + 1 for r in rows
+                               if r["scenario_key"] in members and r.get("repetition") is not None]
+                taken += [f.epoch + 1 for f in flights.values() if {m.key for m in f.group.members} & members]
+                epoch = max(taken)
+                if on_epoch:
+                    on_epoch(group, plan, state.epochs_done)
+                contenders = tuple(next(m for m in group.members if m.key == k).contender() for k in plan.active)
+                block_set = BlockSet(contenders, blocks=plan.blocks, warmup_rounds=group.rule.warmup_rounds,
+                                     epoch=epoch, study=study, seed=seed, allow_concurrent=allow_concurrent)
+                ticket = executor.submit(block_set, cls, deliver)
+                flights[ticket] = _Flight(group, epoch, cls)
+                busy[cls] = busy.get(cls, 0) + 1
+                flying.add(id(group))
+            if not flights:
+                continue
+            for done in executor.wait():
+                flight = flights.pop(done.ticket, None)
+                if flight is None:
+                    continue
+                gid = id(flight.group)
+                if done.outcome == "done":
+                    lost_in_a_row[gid] = 0
+                else:
+                    lost_in_a_row[gid] = lost_in_a_row.get(gid, 0) + 1
+                    last_loss[gid] = done.detail
+                    note(f"epoch {flight.epoch} of {flight.group.label} {done.outcome} on host "
+                         f"{done.host or '?'}: {done.detail}; it is planned again")
+    except BaseException:
+        executor.close()
+        raise
+    if duplicates[0]:
+        note(f"{duplicates[0]} run(s) that arrived twice were stored once")
     return decisions
 
 
@@ -376,9 +506,10 @@ def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store
             reason, detail = "dropped", why
         else:
             reason, detail = plan.stop or "decided", plan.detail
-        detail = f"{detail}; {state.measured.get(m.key, 0)} rounds in {ci.launches} launches"
+        detail = f"{detail}; {state.measured.get(m.key, 0)} rounds in {ci.launches} launches" + (
+            f" on hosts {group.host_class}" if group.host_class else "")
         decision = StopDecision(reason, detail, state.measured.get(m.key, 0), mean, rel)
-        decisions[m.key] = decision
+        decisions[decision_key(m)] = decision
         store.record_stop(study, m.scenario, reason, detail, decision.runs)
         if on_stop:
             on_stop(m, decision)

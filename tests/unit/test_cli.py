@@ -48,10 +48,11 @@ def test_show_json_has_the_documented_keys(tmp_path):
     for key in ("scenario", "app", "runs", "launches", "e2e_mean_ms", "e2e_ci95_ms", "ci_basis", "p50_ms",
                 "p90_ms", "p99_ms", "pre_ms", "infer_ms", "post_ms", "queue_ms", "samples_per_s",
                 "affinity_cpus", "warnings", "requests", "loadgen_scenario", "batch_size", "inference_only",
-                "data_set", "data_count", "data_seed", "host", "fingerprint", "loadgen_valid",
+                "data_set", "data_count", "data_seed", "host", "hosts", "loadgen_valid",
                 "loadgen_p99_ms", "loadgen_reason"):
         assert key in row, key
     assert row["runs"] == 3 and row["scenario"] == "BM/1/PIN/CPU"
+    assert row["host"].startswith("hc-") and row["hosts"] == [record().host["host"]]  # class, names
     assert row["e2e_mean_ms"] == pytest.approx(11.5)
     # runs stored without a launch count as a launch each: the CI is over launches
     assert row["ci_basis"] == "launches" and row["launches"] == 3
@@ -159,10 +160,13 @@ def test_sweep_app_must_be_one_of_the_studys(tmp_path):
 
 
 def _options(command: str) -> set[str]:
+    """A command's options (for a group such as `fleet`: its subcommands'), hidden ones aside."""
     from typer.main import get_command
 
-    params = get_command(app).commands[command].params
-    return {opt for p in params for opt in p.opts if opt.startswith("--")} - {"--help"}
+    cmd = get_command(app).commands[command]
+    params = [p for sub in getattr(cmd, "commands", {}).values() for p in sub.params] + list(cmd.params)
+    return {opt for p in params if not getattr(p, "hidden", False)
+            for opt in p.opts if opt.startswith("--")} - {"--help"}
 
 
 def test_every_run_option_is_in_sweep_or_in_the_table_of_run_only_options():

@@ -85,11 +85,15 @@ def test_refuses_files_that_are_not_stores_naming_what_they_are(tmp_path):
     assert not (tmp_path / "absent.db").exists()
 
 
-def test_emulated_and_native_runs_are_never_pooled():
-    native = record(name="VM/1/PIN/CPU", platform={"accel": "kvm"})
-    emulated = record(name="VM/1/PIN/CPU", platform={"accel": "tcg"})
-    other_host = record(name="VM/1/PIN/CPU", platform={"accel": "kvm"}, host={"host": "other"})
-    assert len(group_by_scenario([native, emulated, other_host])) == 3
+def test_emulated_native_and_other_kinds_of_host_are_never_pooled_identical_hosts_are():
+    box = {"host": "a", "cpu_model": "EPYC", "host_cores": 2, "memory_gib": 23.5, "kernel": "6.1"}
+    native = record(name="VM/1/PIN/CPU", platform={"accel": "kvm"}, host=box)
+    emulated = record(name="VM/1/PIN/CPU", platform={"accel": "tcg"}, host=box)
+    bigger = record(name="VM/1/PIN/CPU", platform={"accel": "kvm"}, host={**box, "host_cores": 4})
+    twin = record(name="VM/1/PIN/CPU", platform={"accel": "kvm"}, host={**box, "host": "b", "memory_gib": 23.4})
+    groups = group_by_scenario([native, emulated, bigger, twin])
+    assert sorted(len(g) for g in groups.values()) == [1, 1, 2]
+    assert any({r.host["host"] for r in g} == {"a", "b"} for g in groups.values())
 
 
 # -- schema versions ---------------------------------------------------------------------------

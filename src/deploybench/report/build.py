@@ -15,12 +15,13 @@ from typing import Any, Sequence
 
 from .. import stats
 from ..capacity import is_probe
+from ..fleetview import fleet_view
 from ..findings import (Causes, Cell, ChrTrend, Comparison, GpuSpeedup, Judge, ScaleUp, build_cells, causes,
                         chr_trends, condition_effects, condition_free_key, gpu_speedups, overheads,
                         pin_gains, scale_ups)
 from ..practices import BestPractice, best_practices
 from ..recommend import Constraints, Recommendation, recommend
-from ..store import FAILED_STATUSES, RunRecord
+from ..store import FAILED_STATUSES, LOST_STATUS, RunRecord
 from ..warnings import hint
 from . import figures as F
 from .capacity import capacity_section
@@ -156,7 +157,7 @@ def _failures(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
              "error": r.error or "(no reason recorded)",
              "when": _dt.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S"),
              "tail": (r.console_tail or "")[-600:]}
-            for r in records if r.status in FAILED_STATUSES or r.status == "interrupted"]
+            for r in records if r.status in FAILED_STATUSES or r.status in ("interrupted", LOST_STATUS)]
 
 
 def _metadata(records: Sequence[RunRecord]) -> list[tuple[str, str]]:
@@ -368,6 +369,7 @@ def render_html(a: Analysis, title: str = "deploybench report") -> str:
     env = Environment(loader=PackageLoader("deploybench.report", "templates"),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ms=_fmt_ms, num=_fmt_num, pct=_pct)
+    env.globals["fleet_view"] = fleet_view  # fleet.html.j2: the answer on each host class
     template = env.get_template("report.html.j2")
     return template.render(
         costs=costs_section(a.records), capacity=capacity_section(a.records),  # their own templates
