@@ -41,6 +41,30 @@ def needs_cgroups(host):
         pytest.skip(f"cannot create cgroups here: {host.cgroup_problem}")
 
 
+@pytest.fixture(scope="module")
+def private_dockerd(needs_cgroups):
+    """A dockerd of our own (private data root, no networking set-up) for a module's tests,
+    as DOCKER_HOST; stopped after."""
+    from deploybench.platforms.base import PlatformError
+    from deploybench.platforms.container.launchers import private_dockerd as start_dockerd
+
+    try:
+        daemon = start_dockerd()
+        host = daemon.__enter__()
+    except PlatformError as exc:
+        pytest.skip(str(exc))
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = host
+    try:
+        yield host
+    finally:
+        if old is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = old
+        daemon.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

@@ -186,29 +186,6 @@ def test_a_pool_sized_from_the_host_inside_a_container_is_warned_about(runc, hos
 
 
 # -- engines -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def private_dockerd(needs_cgroups):
-    """A dockerd of our own (private data root, no networking set-up), stopped after."""
-    from deploybench.platforms.base import PlatformError
-    from deploybench.platforms.container.launchers import private_dockerd as start_dockerd
-
-    try:
-        daemon = start_dockerd()
-        host = daemon.__enter__()
-    except PlatformError as exc:
-        pytest.skip(str(exc))
-    old = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = host
-    try:
-        yield host
-    finally:
-        if old is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = old
-        daemon.__exit__(None, None, None)
-
-
 def test_docker_engine_runs_the_warm_worker_with_cpus_and_leaves_no_container(private_dockerd, host, ic_data):
     engine = EngineCli("docker")
     assert engine.problem() is None

@@ -70,29 +70,7 @@ def test_a_podman_container_adds_conmon_and_its_attach_client(ic_data):
           f"{fp.outside_cpu_s:.3f} s")
 
 
-@pytest.fixture(scope="module")
-def own_dockerd():
-    from deploybench.platforms.base import PlatformError
-    from deploybench.platforms.container.launchers import private_dockerd
-
-    try:
-        daemon = private_dockerd()
-        host = daemon.__enter__()
-    except PlatformError as exc:
-        pytest.skip(str(exc))
-    old = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = host
-    try:
-        yield host
-    finally:
-        if old is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = old
-        daemon.__exit__(None, None, None)
-
-
-def test_a_docker_container_adds_its_shim_and_client_and_names_the_shared_daemons(own_dockerd, ic_data):
+def test_a_docker_container_adds_its_shim_and_client_and_names_the_shared_daemons(private_dockerd, ic_data):
     _, fps = _footprints("CN/1/PIN/CPU", Container(PlatformOptions(engine="docker")), ic_data)
     fp = fps[-1]
     roles = {p.role for p in fp.parts}

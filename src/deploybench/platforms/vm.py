@@ -780,11 +780,15 @@ class GuestSession(WorkerSession):
         facts, result = outcome.host_facts, outcome.result
         offset = self.facts.details.get("guest_clock_offset_s")
         if result is not None and offset is not None and "first_query_wall" in result.timings:
-            # the round's first query on the host clock (a TCG guest's clock may drift)
-            facts["first_query_s"] = round(result.timings["first_query_wall"] + offset
-                                           - self.facts.launch_wall, 3)
-            facts["round_start_latency_s"] = round(result.timings["first_query_wall"] + offset
-                                                   - facts["round_wall"], 4)
+            # the round's first query on the host clock, by the offset seen at worker-start;
+            # a guest clock that drifted since (TCG under a CPU quota loses time) would put it
+            # before the round was sent: then the drift is recorded instead of a wrong time
+            first = result.timings["first_query_wall"] + offset
+            if first >= facts["round_wall"]:
+                facts["first_query_s"] = round(first - self.facts.launch_wall, 3)
+                facts["round_start_latency_s"] = round(first - facts["round_wall"], 4)
+            else:
+                facts["guest_clock_drift_s"] = round(facts["round_wall"] - first, 3)
         pinned = self.facts.details.get("vcpu_pinning")
         seen = facts.get("vcpu_affinity_at_round")
         if result is not None and pinned and seen and any(seen.get(v) != [c] for v, c in pinned.items()):
