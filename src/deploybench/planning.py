@@ -96,6 +96,9 @@ def _plan(study: Study, scenarios: Sequence[Scenario], host: Any, kvm: bool,
         if emulated:
             item.notes.append("emulated (no KVM)")
         planned.append(item)
+        if emulated and (why := study.emulated_skip(scenario.platform)):
+            item.skip_reason = why
+            continue
         if scenario.app not in app_reasons:
             problem = app_problem(scenario.app)
             if problem is not None and scenario.app in PAPER_APPS:
@@ -245,7 +248,8 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
         bases |= {"past runs" if c.basis.startswith("past") else "heuristic" for c in costs.values()}
         head = (f"  group {group.label}: {len(group.members)} scenarios, "
                 f"{len(group.selections())} selection(s), {len(group.claims())} claim pair(s); "
-                f"margin ±{rule.margin:.0%}, {rule.min_launches}-{rule.max_launches} launch epochs, "
+                f"margin ±{rule.margin:.0%}, {min(rule.min_launches, rule.max_launches)}-{rule.max_launches} "
+                f"launch epochs, "
                 f"max {format_duration(rule.max_time_s)}")
         lines.append(head)
         if plan.stop is not None:
@@ -255,7 +259,7 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
         blocks = plan.blocks
         epoch_s = sum(costs[m.key].launch_s + (rule.warmup_rounds + blocks) * costs[m.key].round_s
                       for m in active)
-        epochs_low = max(0, rule.min_launches - state.epochs_done)
+        epochs_low = max(0, min(rule.min_launches, rule.max_launches) - state.epochs_done)
         epochs_high = max(0, rule.max_launches - state.epochs_done)
         left = max(0.0, rule.max_time_s - state.spent_s)
         g_low = min(epochs_low * epoch_s, left + epoch_s)

@@ -16,7 +16,8 @@ DESIGN
   ``[overrides.emulated]`` (VM, MVM and VMCN on a host without usable KVM, i.e. under TCG)
   adjust the matrix and budget per platform: ``apps``, ``cores``, ``modes``, ``requests``,
   ``model_sizes``, ``timeout_s`` and any ``stopping`` field. Layers apply in that order:
-  study, virtualized, platform, emulated (later wins).
+  study, virtualized, platform, emulated (later wins). ``[overrides.emulated]`` may also list
+  ``platforms``: the guests measured under TCG, the others skipped at plan time with a reason.
 - Host conditions are lists: each value is one more dimension of the matrix.
 - ``[capacity]`` asks for capacity searches (``capacity.py``) of some deployments, run by the
   sweep after its groups of compared scenarios, for every app and model size of the study
@@ -143,6 +144,8 @@ class HostModel(_Strict):
 
 class OverrideModel(_Strict):
     apps: list[str] | None = None
+    #: [overrides.emulated] only: the guest platforms measured under TCG (the others skip)
+    platforms: list[PlatformItem] | None = None
     cores: list[int] | None = None
     modes: list[ModeItem] | None = None
     requests: dict[str, int] | None = None
@@ -150,7 +153,7 @@ class OverrideModel(_Strict):
     timeout_s: float | None = Field(None, gt=0)
     stopping: PartialStopping = PartialStopping()
 
-    _modes = field_validator("modes", mode="before")(_as_list)
+    _modes = field_validator("modes", "platforms", mode="before")(_as_list)
 
     @field_validator("requests", "model_sizes", mode="before")
     @classmethod
@@ -321,6 +324,10 @@ class StudyModel(_Strict):
                     fixed[_enum_value(PlatformName, key, "platform").value] = item
                 except ScenarioError as exc:
                     raise ValueError(f"overrides.{key}: {exc} {' '.join(GROUPS)}") from None
+            for key, item in fixed.items():
+                if isinstance(item, dict) and "platforms" in item and key != EMULATED:
+                    raise ValueError(f"overrides.{key}.platforms: only [overrides.emulated] narrows "
+                                     "the platforms (the study's platforms list is the place)")
             return fixed
         return value
 
@@ -460,6 +467,14 @@ class Study:
                 value = getattr(layer, attr)
         return value
 
+    def emulated_skip(self, platform: PlatformName) -> str | None:
+        """Why a guest platform is not measured under TCG (``[overrides.emulated] platforms``)."""
+        layer = self.model.overrides.get(EMULATED)
+        if layer is None or layer.platforms is None or platform.value in layer.platforms:
+            return None
+        return (f"no KVM, and [overrides.emulated] measures only {', '.join(layer.platforms)} "
+                "under emulation (a function check)")
+
     @staticmethod
     def _for_app(table: dict[str, Any], app: str) -> Any:
         return table.get(app, table.get("*"))
@@ -494,8 +509,11 @@ class Study:
             requests = dict(m.requests)
             sizes = dict(m.model_sizes)
             for layer in self._layers(platform, emulated):
-                requests.update(layer.requests or {})
-                sizes.update(layer.model_sizes or {})
+                # a layer's "*" (one value for every app) replaces the per-app values before it
+                for table, update in ((requests, layer.requests or {}), (sizes, layer.model_sizes or {})):
+                    if "*" in update:
+                        table.clear()
+                    table.update(update)
             for app in dict.fromkeys(apps):
                 app_requests = self._for_app(requests, app) or 32
                 app_sizes_ = self._for_app(sizes, app) or [default_size(app)]

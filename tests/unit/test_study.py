@@ -105,6 +105,34 @@ def test_per_app_sizes_and_requests_and_default_size():
     assert {x.model_size for x in plain.expand(kvm=True)} == {"full"}  # ic's paper-like size
 
 
+def test_an_override_of_requests_for_every_app_replaces_the_studys_per_app_table():
+    text = BASE.replace('platforms = ["BM"]', 'platforms = ["BM", "VM"]').replace("requests = 4", "") \
+        + '[requests]\nic = 16\n[overrides.emulated]\nrequests = 2\n[overrides.VM]\nmodel_sizes = ["small"]\n'
+    s = Study.from_toml(text)
+    emulated = s.expand(kvm=False)
+    assert {x.requests for x in emulated if x.platform is PlatformName.VM} == {2}
+    assert {x.requests for x in emulated if x.platform is PlatformName.BM} == {16}
+    assert {x.model_size for x in emulated if x.platform is PlatformName.VM} == {"small"}
+
+
+def test_the_emulated_override_may_narrow_the_guests_and_the_rest_skip_with_a_reason(host):
+    from deploybench.planning import plan_study
+
+    text = BASE.replace('platforms = ["BM"]', 'platforms = ["BM", "VM", "MVM"]') \
+        + '[overrides.emulated]\nplatforms = ["mvm"]\n'
+    s = Study.from_toml(text)
+    planned = plan_study(s, host, kvm=False)
+    vm = [p for p in planned if p.scenario.platform is PlatformName.VM]
+    assert vm and all("[overrides.emulated] measures only MVM" in p.skip_reason for p in vm)
+    assert all(p.skip_reason is None or "emulated" not in p.skip_reason
+               for p in planned if p.scenario.platform is PlatformName.MVM)
+    assert all(p.skip_reason is None for p in plan_study(s, host, kvm=True) if p.scenario.platform is PlatformName.VM)
+    with pytest.raises(StudyError, match="only \\[overrides.emulated\\] narrows the platforms"):
+        Study.from_toml(BASE + '[overrides.virtualized]\nplatforms = ["VM"]\n')
+    with pytest.raises(StudyError, match="overrides.emulated.platforms"):
+        Study.from_toml(BASE + '[overrides.emulated]\nplatforms = ["XEN"]\n')
+
+
 def test_overrides_layer_virtualized_platform_and_emulated():
     text = BASE.replace('platforms = ["BM"]', 'platforms = ["BM", "VM", "MVM"]') + """
 [stopping]
