@@ -228,6 +228,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
     epochs: set[int] = set()
     lost: set[int] = set()
     spent: dict[tuple[int, str], tuple[float, float]] = {}
+    launching: dict[int, float] = {}
     failures_in_a_row: dict[str, int] = {k: 0 for k in keys}
     measured: dict[str, int] = {k: 0 for k in keys}
     last_error: dict[str, str] = {}
@@ -241,6 +242,10 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
                 lost.add(int(r["repetition"]))
             lo, hi = spent.get((int(r["repetition"]), ""), (math.inf, 0.0))
             spent[(int(r["repetition"]), "")] = (min(lo, r["started_at"]), max(hi, r["finished_at"]))
+            if r.get("launch_round") == 1 and r.get("start_latency_s") is not None:
+                # the epoch's launches come before its first round: their time is spent too
+                launching[int(r["repetition"])] = launching.get(int(r["repetition"]), 0.0) \
+                    + float(r["start_latency_s"])
         if r["status"] in FAILED_STATUSES:
             failures_in_a_row[key] += 1
             last_error[key] = r.get("error") or ""
@@ -258,7 +263,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
     for key in keys:
         launch_s[key] = float(sum(latencies[key]) / len(latencies[key])) if latencies.get(key) else DEFAULT_LAUNCH_S
         round_s[key] = float(sum(durations[key]) / len(durations[key])) if durations.get(key) else DEFAULT_ROUND_S
-    spent_s = sum(hi - lo for lo, hi in spent.values() if hi > lo)
+    spent_s = sum(hi - lo for lo, hi in spent.values() if hi > lo) + sum(launching.values())
     return GroupState(rounds, len(epochs - lost), spent_s, launch_s, round_s,
                       failures_in_a_row, measured, last_error,
                       next_epoch=max(epochs) + 1 if epochs else 0, lost_epochs=len(lost))

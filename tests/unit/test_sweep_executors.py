@@ -186,3 +186,16 @@ def test_runs_stored_before_fingerprints_count_for_every_class():
     rows = [{"host_class": None}, {"host_class": "hc-a"}, {"host_class": "hc-b"}]
     assert class_rows(rows, "hc-a") == rows[:2] and class_rows(rows, None) == rows
     assert dataclasses.is_dataclass(BlockSetDone)
+
+
+def test_a_groups_spent_time_counts_its_launches_not_only_its_rounds(store):
+    run_sweep(plan(), store, study="s", executor=LocalExecutor())
+    rows = store.study_runs("s")
+    (group, *_) = make_groups(plan())
+    keys_ = {m.key for m in group.members}
+    without = [dict(r, start_latency_s=None) for r in rows]
+    with_launches = [dict(r, start_latency_s=10.0) for r in rows]
+    launches = {r["launch_id"] for r in rows if r["scenario_key"] in keys_ and r["launch_round"] == 1}
+    assert launches
+    spent = group_state(group, with_launches).spent_s - group_state(group, without).spent_s
+    assert spent == pytest.approx(10.0 * len(launches))
