@@ -287,6 +287,8 @@ class ScenarioCost:
     scenario_key: str
     label: str
     name: str  # PLATFORM/CORES/MODE/PROC
+    #: what else sets the row apart: host conditions, inference-only, a Server rate
+    workload: str
     app: str
     platform: str
     cores: int
@@ -320,8 +322,10 @@ class ScenarioCost:
 
     @property
     def display(self) -> str:
-        """The scenario's name with its launcher, e.g. ``CN/1/PIN/CPU (podman)``."""
-        return self.name + (f" ({self.launcher})" if self.launcher else "")
+        """The scenario's name with its launcher and what else sets it apart, e.g.
+        ``CN/1/PIN/CPU (podman)``, ``BM/1/PIN/CPU cold,throttled``."""
+        return self.name + (f" ({self.launcher})" if self.launcher else "") \
+            + (f" {self.workload}" if self.workload else "")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -329,6 +333,15 @@ class ScenarioCost:
         out["emulated"] = self.emulated
         out["display"] = self.display
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def _workload_tag(scenario: Any) -> str:
+    parts = list(scenario.conditions)
+    if scenario.inference_only:
+        parts.append("inference-only")
+    if scenario.target_qps is not None:
+        parts.append(f"@{scenario.target_qps:g} qps")
+    return ",".join(parts)
 
 
 def scenario_cost(records: Sequence["RunRecord"]) -> ScenarioCost | None:
@@ -349,7 +362,7 @@ def scenario_cost(records: Sequence["RunRecord"]) -> ScenarioCost | None:
                     for r in ok if r.platform.get("create_s") is not None]
     return ScenarioCost(
         scenario_key=first.scenario.key, label=first.scenario.label, name=first.scenario.name,
-        app=first.scenario.app, platform=first.scenario.platform.value, cores=first.scenario.cores,
+        workload=_workload_tag(first.scenario), app=first.scenario.app, platform=first.scenario.platform.value, cores=first.scenario.cores,
         host=str(first.host.get("host", "?")), accel=str(first.platform.get("accel", "native")),
         runs=len(prints),
         worker_peak_rss_mib=_mib(_mean([fp.worker_peak_rss_kb for _, fp in prints])),

@@ -152,3 +152,14 @@ def test_containers_through_different_launchers_are_costed_apart():
     rows = fp.costs(runc + docker)
     assert [c.display for c in rows] == ["CN/1/PIN/CPU (docker)", "CN/1/PIN/CPU (runc)"]
     assert {c.launcher: c.memory_beyond_worker_mib for c in rows} == {"docker": 50_000 / 1024, "runc": 0.0}
+
+
+def test_footprint_rows_of_one_deployment_say_what_sets_them_apart():
+    import dataclasses
+
+    from deploybench.scenario import PageCache
+
+    warm = _with_footprint(synthetic_runs("BM/1/PIN/CPU", 10.0), 250_000, 250_000, 0.0, 0.5)
+    cold = [dataclasses.replace(r, scenario=r.scenario.with_(page_cache=PageCache.COLD))
+            for r in _with_footprint(synthetic_runs("BM/1/PIN/CPU", 12.0), 250_000, 250_000, 0.0, 0.5)]
+    assert sorted(c.display for c in fp.costs(warm + cold)) == ["BM/1/PIN/CPU", "BM/1/PIN/CPU cold"]
