@@ -709,7 +709,7 @@ def _print_outliers_and_stops(summaries: list[Any], store: Any, study: Optional[
         from .scenario import Scenario
 
         for stop in stops:
-            if stop["reason"] in ("failing", "max_launches", "time_budget", "budget"):
+            if stop["reason"] in ("failing", "max_launches", "time_budget", "budget", "out_of_reach"):
                 label = Scenario.from_json(json.loads(stop["scenario_key"])).label
                 typer.echo(f"  {stop['study']}: {label} {stop['reason']}: {stop['detail']}")
 

@@ -380,6 +380,8 @@ DEFAULT_ALPHA = 0.05
 #: Blocks per launch the racing plan chooses between. Three is the fewest with which one
 #: outlier round in a launch pair can be told apart from the other two (see _flag_outliers).
 MIN_BLOCKS, MAX_BLOCKS = 3, 8
+#: why a scenario stops running when only claims out of reach still need it (plan_epoch)
+GIVEN_UP = "its claims cannot be decided"
 #: A block whose log-ratio lies further than this many robust standard deviations from its
 #: launch pair's median is an outlier (chosen with tests/unit/simulate.py: about 0.3% of
 #: clean blocks are flagged with 3 blocks per launch pair, fewer with more).
@@ -1199,7 +1201,8 @@ def plan_epoch(rounds: Sequence[Round], scenarios: Sequence[str],
                alpha: float = DEFAULT_ALPHA, min_launches: int = MIN_LAUNCHES,
                launch_s: float | Mapping[str, float] | None = None,
                round_s: float | Mapping[str, float] | None = None,
-               min_blocks: int = MIN_BLOCKS, max_blocks: int = MAX_BLOCKS) -> EpochPlan:
+               min_blocks: int = MIN_BLOCKS, max_blocks: int = MAX_BLOCKS,
+               epochs_left: int | None = None) -> EpochPlan:
     """The racing controller: from the rounds stored so far, what the next launch epoch
     measures. A pure function of its arguments, so a resumed sweep plans what it would have.
 
@@ -1218,6 +1221,11 @@ def plan_epoch(rounds: Sequence[Round], scenarios: Sequence[str],
     ``round_s``, seconds; a number is per scenario), :func:`blocks_per_launch`; with no
     costs or no variance estimate yet, ``min_blocks``. Each pending pair gets an outlook:
     how many more epochs would decide it at that many blocks.
+
+    ``epochs_left`` (what the budget still allows): from ``min_launches`` epochs on, a claim
+    whose outlook is out of reach or needs more epochs than that is given up -- it stays
+    pending and undecided, but no longer keeps its scenarios running, so the epochs left go
+    to the decisions they can still make. The selection is never given up.
     """
     names = list(dict.fromkeys(scenarios))
     options = dict(margin=margin, alpha=alpha, min_launches=min_launches)
@@ -1268,7 +1276,17 @@ def plan_epoch(rounds: Sequence[Round], scenarios: Sequence[str],
     k_rivals = max(1, len(selection.rivals))
     outlooks = [outlook(r.comparison, blocks_per_launch=blocks, level=alpha / k_rivals,
                         test="clearance") for r in uncleared]
-    outlooks += [outlook(c, blocks_per_launch=blocks, level=alpha / max(1, len(claim_results)))
-                 for c in pending_claims]
+    claim_outlooks = [outlook(c, blocks_per_launch=blocks, level=alpha / max(1, len(claim_results)))
+                      for c in pending_claims]
+    outlooks += claim_outlooks
+    if epochs_left and epochs_done >= min_launches:  # none left: the budget stops the group anyway
+        beyond = {(o.a, o.b) for o in claim_outlooks if o.basis != "minimum"
+                  and (o.more_epochs is None or o.more_epochs > epochs_left)}
+        if beyond:
+            still = {s for pair in pending if pair not in beyond for s in pair}
+            for s in active:
+                if s not in still:
+                    dropped.append((s, f"{GIVEN_UP} in the {epochs_left} epoch(s) left"))
+            active = tuple(s for s in active if s in still)
     return EpochPlan(active, tuple(dropped), blocks, selection, claim_results,
                      tuple(pending), tuple(outlooks), epochs_done)

@@ -284,6 +284,20 @@ class GroupPlan:
     detail: str = ""
 
 
+def epochs_left(group: Group, state: GroupState, usable: Sequence[str]) -> int:
+    """The launch epochs a group's rule still allows: by max_launches, and by max_time_s at
+    the cost of an epoch of every usable member (the budget is checked between epochs, so an
+    epoch starts while any time is left)."""
+    rule = group.rule
+    by_launches = max(0, rule.max_launches - state.epochs_done)
+    epoch_s = sum(state.launch_s.get(k, DEFAULT_LAUNCH_S)
+                  + (rule.warmup_rounds + (rule.blocks or stats.MIN_BLOCKS)) * state.round_s.get(k, DEFAULT_ROUND_S)
+                  for k in usable)
+    left_s = rule.max_time_s - state.spent_s
+    by_time = 0 if left_s <= 0 else (math.ceil(left_s / epoch_s) if epoch_s > 0 else by_launches)
+    return min(by_launches, by_time)
+
+
 def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None = None) -> GroupPlan:
     """Racing for one group: what its next epoch measures, or why it stops."""
     rule = group.rule
@@ -295,7 +309,8 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
     plans = [stats.plan_epoch(state.rounds, sel, (), launch_s=state.launch_s, round_s=state.round_s,
                               **options) for sel in selections_keys if len(sel) >= 2]
     claim_plan = stats.plan_epoch(state.rounds, [], claims, launch_s=state.launch_s,
-                                  round_s=state.round_s, **options)
+                                  round_s=state.round_s, epochs_left=epochs_left(group, state, usable),
+                                  **options)
     active = set(claim_plan.active)
     pending = list(claim_plan.pending)
     outlooks = list(claim_plan.outlooks)
@@ -324,7 +339,7 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
     blocks = rule.blocks or max([p.blocks_per_launch for p in plans] + [claim_plan.blocks_per_launch])
     out = GroupPlan(sorted(active), blocks, list(dict.fromkeys(pending)), outlooks,
                     [p.selection for p in plans], list(claim_plan.claims), dropped)
-    if not active:
+    if not active and not out.pending:
         out.stop, out.detail = "decided", "every needed decision is made"
     elif state.epochs_done >= rule.max_launches:
         out.stop, out.detail = "max_launches", f"{state.epochs_done} launch epochs (max_launches)"
@@ -332,6 +347,9 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
         out.stop, out.detail = "time_budget", f"{state.spent_s:.0f} s of {rule.max_time_s:g} s used"
     elif budget_left_s is not None and budget_left_s <= 0:
         out.stop, out.detail = "budget", "the sweep's --budget is spent"
+    elif not active:
+        out.stop, out.detail = "out_of_reach", (f"{len(out.pending)} claim(s) cannot be decided within "
+                                                "the group's max_launches and max_time_s")
     return out
 
 
@@ -507,7 +525,9 @@ def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store
             reason, detail = "failing", why + (f", last: {last}" if last else "")
         elif plan.stop == "decided":
             reason, detail = "decided", why or plan.detail
-        elif why and m.key not in plan.active:
+        elif plan.stop == "out_of_reach":
+            reason, detail = "out_of_reach", plan.detail
+        elif why and m.key not in plan.active and not why.startswith(stats.GIVEN_UP):
             reason, detail = "dropped", why
         else:
             reason, detail = plan.stop or "decided", plan.detail

@@ -141,6 +141,29 @@ def test_more_blocks_per_launch_when_launches_hardly_differ():
     assert planned(HostModel(launch_sd=0.0005, outlier_rate=0.0)) > planned(HostModel(launch_sd=0.05))
 
 
+def test_a_claim_out_of_reach_of_the_epochs_left_stops_keeping_its_scenarios_running():
+    # A vs B sits on the 2% margin (13 more epochs projected), C vs B is 20% apart (1 more)
+    study = SimulatedStudy({"A": 15.0 * 1.02, "B": 15.0, "C": 18.0}, seed=6)
+    for _ in range(3):
+        study.run_epoch(["A", "B", "C"], 3)
+    claims = [("A", "B"), ("C", "B")]
+
+    def plan(rounds=study.rounds, pairs=claims, **left):
+        return plan_epoch(rounds, [], pairs, launch_s=LAUNCH_S, round_s=ROUND_S, margin=0.02, **left)
+
+    unbounded, bounded = plan(), plan(epochs_left=2)
+    [reach] = [o for o in bounded.outlooks if (o.a, o.b) == ("A", "B")]
+    assert reach.more_epochs is None or reach.more_epochs > 2
+    assert set(unbounded.active) == {"A", "B", "C"}
+    assert set(bounded.active) == {"B", "C"}  # B is still needed by the claim that can be decided
+    assert ("A", "B") in bounded.pending and not bounded.done  # given up, still undecided
+    assert any(s == "A" and "cannot be decided in the 2 epoch(s) left" in why for s, why in bounded.dropped)
+    assert plan(epochs_left=10_000).active == unbounded.active  # room enough: nothing given up
+    early = SimulatedStudy({"A": 15.0 * 1.02, "B": 15.0}, seed=6)
+    early.run_epoch(["A", "B"], 3)  # before min_launches epochs nothing is given up
+    assert set(plan(early.rounds, [("A", "B")], epochs_left=0).active) == {"A", "B"}
+
+
 def test_undecided_pairs_come_with_an_outlook_in_epochs_and_blocks():
     study = SimulatedStudy({"A": 15.0 * 1.03, "B": 15.0}, seed=11)
     bases = []

@@ -295,3 +295,19 @@ def test_a_sweep_whose_store_fails_stops_with_the_run_in_a_recovery_file(store, 
     assert back.run_id == info.value.record.run_id and back.run_key is not None
     assert back.samples["preprocess_ns"] == info.value.record.samples["preprocess_ns"]
     assert all(s.closed for p in items for s in p.platform.sessions)  # nothing left open
+
+
+def test_a_group_whose_last_claims_are_out_of_reach_stops_early_and_says_so(store, tmp_path):
+    """VNL 4.5% slower than PIN, just inside the 5% margin, with 5% round noise: the best is
+    selected at once, but the claim can neither be called slower nor equivalent in the
+    launches left, so the group stops before max_launches with `out_of_reach`."""
+    import random
+
+    rng = random.Random(1)
+    pin = FakePlatform(mean_ms=lambda i, launch=0: 10 * rng.gauss(1, 0.05))
+    vnl = FakePlatform(mean_ms=lambda i, launch=0: 10.45 * rng.gauss(1, 0.05))
+    plan = planned([pin, vnl], tmp_path, RULE, names=["BM/1/PIN/CPU", "BM/1/VNL/CPU"])
+    decisions = run_sweep(plan, store, study="s")
+    assert {d.reason for d in decisions.values()} == {"out_of_reach"}, decisions
+    assert RULE.min_launches <= pin.launches < RULE.max_launches
+    assert all("cannot be decided within the group" in d.detail for d in decisions.values())
