@@ -38,12 +38,11 @@ def _platform(name):
 
 @pytest.mark.parametrize("name", ["BM/1/PIN/CPU", "CN/1/PIN/CPU"])
 def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_data, store):
-    # precision 0.1: the bracket is narrower than the 1.25x checked below, in fewer probes
     platform = _platform(name)
     scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
     settings = RunSettings(timeout_s=300)  # each round records the CPU others used meanwhile
     answer = cap.search(Contender(scenario, platform, ic_data, settings),
-                        cap.SearchSettings(CRITERIA, REQUESTS, budget_s=600, precision=0.1), sink=store.add, on_note=print)
+                        cap.SearchSettings(CRITERIA, REQUESTS, budget_s=600), sink=store.add, on_note=print)
     runs = store.runs()
     probes = [r for r in runs if cap.is_probe(r)]
     shares = [r.host["other_cpu_share"] for r in probes if r.host.get("other_cpu_share") is not None]
@@ -67,6 +66,10 @@ def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_d
                         server_latency_percentile=CRITERIA.percentile)
     with open_session(over, platform, ic_data, timeout_s=300) as session:
         measure = RoundMeasurer(None, Ledger())
+        # warmed as the search's launches are (a cold first round is not what was searched)
+        warm = measure(Contender(at, platform, ic_data, bound), session,
+                       Slot(0, None, None, None, warmup_index=0, key="check-warmup"), True)
+        assert warm.status == "warmup", warm.error
         pairs = []
         for attempt in range(3):
             verdicts = []
