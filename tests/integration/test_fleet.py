@@ -17,6 +17,7 @@ import pytest
 
 from deploybench.execute import run_key
 from deploybench.scenario import Scenario
+from deploybench.platforms import procfs
 from deploybench.store import LOST_STATUS, Store
 
 STUDY = """
@@ -146,18 +147,6 @@ def test_a_local_fleet_of_two_runs_a_bm_cn_study_once_per_run_with_local_run_key
     assert wait_until_gone(env) == []
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for p in os.listdir("/proc"):
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[-1].split()
-        except (OSError, ValueError):
-            continue
-        if int(stat[1]) == pid:
-            out.append(int(p))
-    return out
-
-
 @pytest.mark.parametrize("kill", ["worker", "worker_and_its_task_process"])
 def test_a_worker_killed_mid_study_loses_its_round_and_the_study_completes_on_the_other(
         tmp_path, env, two_cores_and_runc, kill):
@@ -193,7 +182,7 @@ def test_a_worker_killed_mid_study_loses_its_round_and_the_study_completes_on_th
                 pids.append(int(pid))
         assert len(pids) == 1, pids
         if kill == "worker_and_its_task_process":
-            for task in children(pids[0]):  # the block set's task process and the standbys
+            for task in procfs.children(pids[0]):  # the block set's task process and the standbys
                 os.kill(task, signal.SIGKILL)
         os.kill(pids[0], signal.SIGKILL)
         out, _ = proc.communicate(timeout=900)
