@@ -36,15 +36,13 @@ def _platform(name):
     return BareMetal()
 
 
-@pytest.mark.parametrize("name", ["BM/1/PIN/CPU", "CN/1/PIN/CPU"])
-def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_data, store):
-    platform = _platform(name)
-    scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
+def _search(name, platform, scenario, ic_data, store):
+    """One search, checked against its own probes: returns (answer, busy)."""
     settings = RunSettings(timeout_s=300)  # each round records the CPU others used meanwhile
     answer = cap.search(Contender(scenario, platform, ic_data, settings),
                         cap.SearchSettings(CRITERIA, REQUESTS, budget_s=600), sink=store.add, on_note=print)
-    runs = store.runs()
-    probes = [r for r in runs if cap.is_probe(r)]
+    probes = [r for r in store.runs() if cap.is_probe(r) and
+              r.host["capacity_probe"]["search_id"] == answer.search_id]
     shares = [r.host["other_cpu_share"] for r in probes if r.host.get("other_cpu_share") is not None]
     busy = f"others used {100 * sum(shares) / max(1, len(shares)):.0f}% of the host's CPU meanwhile"
     print(f"\n{name}: {answer.statement()} (stop: {answer.stop}; {busy})")
@@ -57,9 +55,13 @@ def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_d
         verdict = cap.judge(record, CRITERIA)
         assert record.loadgen["validity"] == "VALID" and verdict.latency_ms <= CRITERIA.slo_ms
         assert record.platform["footprint"]["worker_peak_rss_kb"] > 0
-    # 1.25 times that rate fails. Checked in pairs (the capacity, then 1.25 times it) in one
-    # fresh session, so that both rounds see the same host: other engineers' sessions load
-    # this shared host differently from one minute to the next, and a pair may be retried
+    return answer, busy
+
+
+def _check(name, platform, scenario, answer, ic_data, store):
+    """The capacity, then 1.25 times it, in pairs in one fresh session, so that both rounds
+    of a pair see the same host; a pair is retried (up to 3) when it does not come out as
+    pass/fail. Returns the last pair's verdicts and every pair's."""
     over = scenario.with_(target_qps=cap.round_rate(1.25 * answer.capacity_qps))
     at = scenario.with_(target_qps=answer.capacity_qps)
     bound = RunSettings(timeout_s=300, busy_threshold=0, server_target_latency_ms=CRITERIA.slo_ms,
@@ -74,7 +76,7 @@ def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_d
         for attempt in range(3):
             verdicts = []
             for n, target in enumerate((at, over)):
-                slot = Slot(attempt, n, None, None, key=f"check-{attempt}-{n}")
+                slot = Slot(attempt, n, None, None, key=f"check-{answer.search_id[:8]}-{attempt}-{n}")
                 record = measure(Contender(target, platform, ic_data, bound), session, slot, False)
                 store.add(record)
                 assert record.status == "ok", record.error
@@ -86,7 +88,25 @@ def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_d
                   f"(p99 {verdicts[1].latency_ms:.1f} ms, LoadGen {'VALID' if verdicts[1].loadgen_valid else 'INVALID'})")
             if verdicts[0].passed and not verdicts[1].passed:
                 break
-    at_rate, quarter_more = pairs[-1]
+    return pairs[-1], pairs
+
+
+@pytest.mark.parametrize("name", ["BM/1/PIN/CPU", "CN/1/PIN/CPU"])
+def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_data, store):
+    """Search, then check at the capacity and at 1.25 times it. This 2-core host is shared:
+    its speed can change by a third between the search and the check (in CI a search on a
+    slow minute found 138 qps, then 172 qps passed three times with p99 60 ms). When every
+    check pair passes at 1.25x, the host got faster than it was searched on, and the search
+    is done again once, on the host as it is now."""
+    platform = _platform(name)
+    scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
+    for attempt in range(2):
+        answer, busy = _search(name, platform, scenario, ic_data, store)
+        (at_rate, quarter_more), pairs = _check(name, platform, scenario, answer, ic_data, store)
+        host_got_faster = all(p[0].passed and p[1].passed for p in pairs)
+        if not host_got_faster:
+            break
+        print(f"{name}: 1.25x passed in every check pair: searching again (attempt {attempt + 2})")
     assert at_rate.passed and not quarter_more.passed, f"every pair: {pairs} ({busy})"
     assert not quarter_more.loadgen_valid or quarter_more.latency_ms > CRITERIA.slo_ms
 

@@ -102,12 +102,19 @@ def test_the_search_brackets_bisects_and_confirms_on_another_launch(store, tmp_p
     probes = [j for j in platform.jobs if j.loadgen_scenario == "Server"]
     assert probes and all(j.server_target_latency_ms == 100 and j.server_latency_percentile == 99
                           for j in probes)
-    # every probe is a stored run with its rate; each launch has an Offline warm-up
+    # every probe is a stored run with its rate; each launch has an Offline warm-up, and the
+    # second one a Server warm-up at the capacity before it repeats the bracket
     runs = store.runs()
     stored = [r for r in runs if r.status == "ok"]
     assert sorted(r.scenario.target_qps for r in stored) == sorted(p.rate_qps for p in a.probes)
     assert len({r.scenario.key for r in stored}) == len({p.rate_qps for p in a.probes})
-    assert [r.scenario.loadgen_scenario.value for r in runs if r.status == "warmup"] == ["Offline"] * 2
+    warmups = sorted((r.started_at, r.scenario.loadgen_scenario.value, r.scenario.target_qps)
+                     for r in runs if r.status == "warmup")
+    first_probe = {launch: min(r.started_at for r in stored if r.launch_id == launch)
+                   for launch in {r.launch_id for r in stored}}
+    assert [w[1] for w in warmups] == ["Offline", "Offline", "Server"]
+    assert warmups[2][2] == max(p.rate_qps for p in a.probes if p.launch == 0 and p.passed)
+    assert warmups[2][0] < max(first_probe.values())  # before the second launch's first probe
     assert all(r.host["capacity_probe"]["search_id"] == a.search_id for r in stored)
 
 
