@@ -10,6 +10,7 @@ is part of the identity: runs offered 50 and 80 queries per second never pool.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -151,12 +152,13 @@ class Scenario:
         return [getattr(self, name).value for name, default in HOST_CONDITION_DEFAULTS.items()
                 if getattr(self, name) is not default]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """Identity of what is measured: runs with equal keys are repetitions of one scenario.
 
         ``requests`` is part of it because a run of 32 requests and one of 1000 do not
-        measure the same warm-up share.
+        measure the same warm-up share. Worked out once per scenario (it is immutable): the
+        sweep looks keys up thousands of times a study.
         """
         return json.dumps(self.to_json(), sort_keys=True)
 

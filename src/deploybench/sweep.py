@@ -21,8 +21,10 @@ DESIGN
   from the stored rounds; an interrupted round is kept, without a run key).
 - Where block sets run is an executor's business (``executors.py``): this host, one after
   the other (``LocalExecutor``), or a fleet of hosts (``DaskExecutor``). Groups are
-  independent, so the loop keeps one block set in flight per free host (one epoch of a
-  group at a time) and plans a group's next epoch when the results of the last one are in.
+  independent, so the loop keeps as many block sets in flight as the executor takes
+  (``Executor.capacity``: one per host, and for a fleet one more queued behind each, so a
+  host never waits for the client between two), one epoch of a group at a time, and plans
+  a group's next epoch when the results of the last one are in.
   Racing is per group *and host class* (identical hosts: ``host.host_fingerprint``): rounds
   of another class never enter a group's decisions. A launch epoch whose host died (its
   rounds in flight stored as ``lost``) does not count towards ``max_launches``: it is
@@ -391,8 +393,8 @@ def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, s
               on_note: Callable[[str], None] | None = None,
               executor: "Executor | None" = None) -> dict[str, StopDecision]:
     """Run a study's groups until each one stops (see the module docstring), each epoch as
-    one block set on ``executor`` (default: this host, ``LocalExecutor``), one block set in
-    flight per free host.
+    one block set on ``executor`` (default: this host, ``LocalExecutor``), as many in flight
+    as ``executor.capacity`` says (one epoch per group at a time).
 
     Resumable: everything is derived from the runs already stored for ``study``. Returns
     each scenario's stop decision by ``decision_key``. ``sink`` stores a record (default
