@@ -134,7 +134,9 @@ def sweep_on(workers: int, planned: list[Any], db: Path) -> tuple[float, int, li
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])}
     with LocalFleet(workers, pin=False, env=env) as fleet, Store(db) as store:
         with DaskExecutor(fleet.client, platform_factory=FACTORY) as executor:
+            executor.wait_for_hosts(count=workers)  # every worker a host before the clock starts
             (host_class,) = executor.host_classes()
+            assert len(host_class.hosts) == workers, host_class.hosts
             mine = [dataclasses.replace(p, host_class=host_class.fingerprint) for p in planned]
             from deploybench.sweep import run_sweep
 

@@ -760,7 +760,8 @@ def sweep(
             from .executors import DaskExecutor
             from .fleet import FleetError, open_fleet, parse_fleet, plan_fleet
 
-            local_fleet = parse_fleet(fleet)[0] == "local"
+            fleet_kind, fleet_size = parse_fleet(fleet)
+            local_fleet = fleet_kind == "local"
             # flag values are checked here; whether a platform runs is up to each host
             check_platform_flags(options, [PlatformName(p) for p in study.model.platforms],
                                  host_facts() if local_fleet else None)
@@ -768,7 +769,7 @@ def sweep(
                 refuse_concurrent(allow_concurrent)
             connection = stack.enter_context(open_fleet(fleet))
             executor = stack.enter_context(DaskExecutor(connection.client, on_note=say))
-            executor.wait_for_hosts()
+            executor.wait_for_hosts(count=int(fleet_size) if local_fleet else 1)
             classes = executor.host_classes()
             if not classes:
                 why = "; ".join(executor.refused.values()) or (

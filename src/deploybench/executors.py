@@ -224,11 +224,12 @@ class DaskExecutor:
                     self.cards[address] = card
         return gone
 
-    def wait_for_hosts(self, timeout_s: float = 60.0) -> None:
+    def wait_for_hosts(self, timeout_s: float = 60.0, count: int = 1) -> None:
         """At the start: give workers that are still becoming benchmark hosts (a preload
-        running doctor) up to ``timeout_s`` to be ready."""
+        running doctor) up to ``timeout_s`` for ``count`` of them to be ready (a local fleet
+        of N waits for its N; workers that are refused or never become hosts end the wait)."""
         deadline = time.monotonic() + timeout_s
-        while not self.cards and self._unready and time.monotonic() < deadline:
+        while len(self.cards) < count and self._unready and time.monotonic() < deadline:
             time.sleep(0.5)
             self._unready = {a for a in self._unready if a not in self.cards}
             self._refresh()

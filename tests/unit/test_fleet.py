@@ -128,6 +128,32 @@ def test_a_host_card_round_trips_and_says_what_it_can_run():
         HostCard.from_json({**c.to_json(), "schema": 99})
 
 
+def test_a_local_fleet_waits_for_all_its_workers_to_become_hosts(monkeypatch):
+    """Workers join the scheduler before their preload (doctor) makes them hosts: the sweep of
+    a local:N fleet starts when N are hosts, not on the first one."""
+    import itertools
+
+    from deploybench import executors, fleet
+
+    addresses = ["tcp://a", "tcp://b", "tcp://c"]
+    looks = itertools.count()
+    ready_after = {"tcp://a": 0, "tcp://b": 2, "tcp://c": 4}  # the look at which each is a host
+
+    def describe(client, which):
+        n = next(looks)
+        return {a: (card(name=a) if n >= ready_after[a] else None, None) for a in which}
+
+    monkeypatch.setattr(fleet, "worker_addresses", lambda client: addresses)
+    monkeypatch.setattr(fleet, "describe_workers", describe)
+    monkeypatch.setattr(executors.time, "sleep", lambda s: None)
+    ex = object.__new__(executors.DaskExecutor)
+    ex.client, ex.on_note, ex.cards, ex.refused, ex._unready = None, lambda line: None, {}, {}, set()
+    ex._refresh()
+    assert sorted(ex.cards) == ["tcp://a"]
+    ex.wait_for_hosts(count=3)
+    assert sorted(ex.cards) == addresses and ex.capacity(card().fingerprint) == 3 * (1 + executors.QUEUED_PER_HOST)
+
+
 def test_a_host_of_another_version_or_revision_is_refused_in_one_line():
     assert compatibility_problem(card()) is None
     for other in (card(version="9.9.9"), card(git_revision="0123456789ab")):
