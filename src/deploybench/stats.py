@@ -1088,13 +1088,35 @@ def _pair_comparisons(rounds: Sequence[Round], names: Sequence[str], **options: 
     return out
 
 
+def _current_best(names: Sequence[str], pairs: dict[tuple[str, str], PairedComparison]) -> str | None:
+    """The scenario with the lowest mean log-ratio against the others that no scenario has
+    been found slower than (beyond the margin; all of them while none has): racing stops
+    measuring those after a few launch epochs, so their ratios come from other launches
+    than the survivors' and would decide between survivors that were measured together. None
+    when nothing was compared."""
+    dominated = {y for y in names if any(pairs[(y, x)].verdict is Verdict.SLOWER for x in names if x != y)}
+    pool = [n for n in names if n not in dominated]
+    if len(pool) == 1:
+        return pool[0]
+    for among in (pool, list(names)):
+        scores = []
+        for x in among:
+            logs = [pairs[(x, y)].log_ratio for y in among if y != x and math.isfinite(pairs[(x, y)].log_ratio)]
+            scores.append(float(np.mean(logs)) if logs else math.inf)
+        if any(math.isfinite(v) for v in scores):
+            return among[int(np.argmin(scores))]
+    return None
+
+
 def select_best(rounds: Sequence[Round], scenarios: Sequence[str], *,
                 margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
                 min_launches: int = MIN_LAUNCHES) -> Selection:
     """Ranking and selection with an indifference zone, from interleaved blocks.
 
     The current best X is the scenario with the lowest mean log-ratio against the others
-    (over the pairs measured together; ties go to the earlier in ``scenarios``). X is
+    (over the pairs measured together; ties go to the earlier in ``scenarios``), among and
+    against those that no scenario was found slower than beyond the margin
+    (:func:`_current_best`). X is
     *correct* when it is within the margin of the truly fastest scenario: mu_X <= (1+m)
     mu_best. The selection is *decided* when every rival Y is cleared: the one-sided test
     against "Y is faster than X beyond the margin" (Y/X <= 1/(1+m)) rejects at level
@@ -1125,14 +1147,9 @@ def select_best(rounds: Sequence[Round], scenarios: Sequence[str], *,
     if len(names) == 1:
         return Selection(names[0], tuple(names), (), margin, alpha)
     pairs = _pair_comparisons(rounds, names, **options)
-    scores = []
-    for x in names:
-        logs = [pairs[(x, y)].log_ratio for y in names if y != x
-                and math.isfinite(pairs[(x, y)].log_ratio)]
-        scores.append(float(np.mean(logs)) if logs else math.inf)
-    if not any(math.isfinite(s) for s in scores):
+    best = _current_best(names, pairs)
+    if best is None:
         return Selection(None, tuple(names), (), margin, alpha)
-    best = names[int(np.argmin(scores))]
     versus = [pairs[(y, best)] for y in names if y != best]
     decided = decide_family(versus)
     k_rivals = len(versus)

@@ -232,6 +232,23 @@ def test_a_rival_within_the_margin_can_be_cleared_even_when_it_is_a_little_faste
     assert flipped.name == "A"
 
 
+def test_the_pick_is_made_among_survivors_not_through_rivals_dropped_early():
+    # Z, far slower, was measured only in the first 3 epochs (racing dropped it), when X
+    # happened to beat Y; over all 8 epochs, measured together, Y beats X. Averaging X's
+    # and Y's ratios against Z (other launches) picked X; Y is the pick.
+    rng = np.random.default_rng(7)
+    x = [[(-0.062 if e < 3 else 0.058) + v for v in rng.normal(0, 0.002, 3)] for e in range(8)]
+    y = [list(rng.normal(0, 0.002, 3)) for _ in range(8)]
+    z = [list(0.7 + rng.normal(0, 0.002, 3)) for _ in range(3)]
+    rounds = block_rounds({"X": x, "Y": y, "Z": z})
+    direct = compare_rounds(rounds, "Y", "X")
+    assert direct.launch_pairs == 8 and direct.ratio < 1
+    assert compare_rounds(rounds, "Z", "Y").verdict is Verdict.SLOWER
+    s = select_best(rounds, ["X", "Y", "Z"])
+    assert s.best == "Y"
+    assert {r.name: r.comparison.verdict for r in s.rivals}["Z"] is Verdict.SLOWER
+
+
 def test_selection_is_undecided_with_fewer_than_three_epochs():
     rounds = block_rounds({"A": noisy_logs(0.3, 1, epochs=2), "B": noisy_logs(0.0, 2, epochs=2)})
     s = select_best(rounds, ["A", "B"])
