@@ -112,6 +112,7 @@ def _kill_mid_run(args: list[str], tmp_path: Path, bench_home: Path, *, ready, g
     for folder in entry["folders"] + entry["bundles"]:
         assert not Path(folder).exists(), f"folder {folder} is left"
     assert _entries(ledger) == []
+    entry["reaped"] = reaped.stderr.strip()  # what the reaper said, for the callers' messages
     return entry, env
 
 
@@ -146,7 +147,7 @@ def test_sigkill_of_the_cli_mid_run_in_a_runc_container(tmp_path, bench_home):
                              tmp_path, bench_home, ready=_mid_round)
     (container,) = entry["containers"]
     listed = subprocess.run(["runc", "list", "-q"], capture_output=True, text=True).stdout.split()
-    assert container["id"] not in listed
+    assert container["id"] not in listed, entry["reaped"]
     assert not list(CGROUP_ROOT.glob(f"*/{container['id']}"))
 
 
@@ -160,7 +161,7 @@ def test_sigkill_of_the_cli_mid_run_in_a_podman_container(tmp_path, bench_home):
     entry, _ = _kill_mid_run(["CN/1/PIN/CPU", "--engine", "podman", "--requests", "64", "--repeat", "200",
                               "--launches", "1"], tmp_path, bench_home, ready=_mid_round)
     (container,) = entry["containers"]
-    assert container["id"] not in engine.container_ids()
+    assert container["id"] not in engine.container_ids(), entry["reaped"]
 
 
 @pytest.fixture(scope="module")

@@ -274,6 +274,32 @@ class Reaped:
         return text
 
 
+#: seconds between tries of a container delete that failed (an engine still cleaning the
+#: container up after its owner died, e.g. podman's conmon, refuses it for a moment)
+DELETE_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+
+
+def _delete_container(command: list[str]) -> str | None:
+    """Run a container's delete command, again while it fails: None when it is deleted,
+    "gone" when there was no such container, else the engine's last line."""
+    problem = "not tried"
+    for pause in (0.0, *DELETE_RETRY_S):
+        time.sleep(pause)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as exc:
+            problem = str(exc)
+            continue
+        if done.returncode == 0:
+            return None
+        said = (done.stderr or done.stdout or "").strip()
+        if "no such container" in said.lower() or "does not exist" in said.lower():
+            return "gone"
+        problem = said.splitlines()[-1] if said else f"exit status {done.returncode}"
+    return problem
+
+
 def reap(entry: Entry) -> Reaped:
     """Kill, delete and remove everything ``entry`` lists (its owner is dead)."""
     out = Reaped(entry)
@@ -293,13 +319,11 @@ def reap(entry: Entry) -> Reaped:
         command = container.get("delete")
         if not command:
             continue
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL)
-            if done.returncode == 0:
-                out.containers += 1
-        except (OSError, subprocess.SubprocessError) as exc:
-            out.problems.append(f"delete container {container.get('id')}: {exc}")
+        problem = _delete_container(command)
+        if problem is None:
+            out.containers += 1
+        elif problem != "gone":
+            out.problems.append(f"delete container {container.get('id')}: {problem}")
     for directory in entry.cgroups:
         path = Path(directory)
         if path.exists():
