@@ -94,19 +94,20 @@ def _check(name, platform, scenario, answer, ic_data, store):
 @pytest.mark.parametrize("name", ["BM/1/PIN/CPU", "CN/1/PIN/CPU"])
 def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_data, store):
     """Search, then check at the capacity and at 1.25 times it. This 2-core host is shared:
-    its speed can change by a third between the search and the check (in CI a search on a
-    slow minute found 138 qps, then 172 qps passed three times with p99 60 ms). When every
-    check pair passes at 1.25x, the host got faster than it was searched on, and the search
-    is done again once, on the host as it is now."""
+    its speed can change by a third between the search and the check, either way (in CI a
+    search on a slow minute found 138 qps, then 172 qps passed three times with p99 60 ms;
+    here a search found 181 qps, then 181 qps failed three times with p99 450-1270 ms). When
+    no check pair comes out pass/fail, the host is not the one that was searched, and the
+    search and its check are done again once, on the host as it is now: the test needs one
+    search that an independent check confirms."""
     platform = _platform(name)
     scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
     for attempt in range(2):
         answer, busy = _search(name, platform, scenario, ic_data, store)
         (at_rate, quarter_more), pairs = _check(name, platform, scenario, answer, ic_data, store)
-        host_got_faster = all(p[0].passed and p[1].passed for p in pairs)
-        if not host_got_faster:
+        if at_rate.passed and not quarter_more.passed:
             break
-        print(f"{name}: 1.25x passed in every check pair: searching again (attempt {attempt + 2})")
+        print(f"{name}: no check pair came out pass/fail ({pairs}): searching again (attempt {attempt + 2})")
     assert at_rate.passed and not quarter_more.passed, f"every pair: {pairs} ({busy})"
     assert not quarter_more.loadgen_valid or quarter_more.latency_ms > CRITERIA.slo_ms
 
