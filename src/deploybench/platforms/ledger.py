@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..host import CGROUP_ROOT, PREFIX
+from .base import last_line
 
 LEDGER_SCHEMA = 1
 DEFAULT_ROOT = Path("/run/deploybench/sessions")
@@ -296,7 +297,7 @@ def _delete_container(command: list[str]) -> str | None:
         said = (done.stderr or done.stdout or "").strip()
         if "no such container" in said.lower() or "does not exist" in said.lower():
             return "gone"
-        problem = said.splitlines()[-1] if said else f"exit status {done.returncode}"
+        problem = last_line(said) or f"exit status {done.returncode}"
     return problem
 
 
