@@ -61,7 +61,9 @@ def _search(name, platform, scenario, ic_data, store):
 def _check(name, platform, scenario, answer, ic_data, store):
     """The capacity, then 1.25 times it, in pairs in one fresh session, so that both rounds
     of a pair see the same host; a pair is retried (up to 3) when it does not come out as
-    pass/fail. Returns the last pair's verdicts and every pair's."""
+    pass/fail, unless two pairs in a row come out the same other way (both pass, or both
+    fail: the host is faster or slower than the one searched, and a third pair of the same
+    minute says no more). Returns the last pair's verdicts and every pair's."""
     over = scenario.with_(target_qps=cap.round_rate(1.25 * answer.capacity_qps))
     at = scenario.with_(target_qps=answer.capacity_qps)
     bound = RunSettings(timeout_s=300, busy_threshold=0, server_target_latency_ms=CRITERIA.slo_ms,
@@ -88,6 +90,8 @@ def _check(name, platform, scenario, answer, ic_data, store):
                   f"(p99 {verdicts[1].latency_ms:.1f} ms, LoadGen {'VALID' if verdicts[1].loadgen_valid else 'INVALID'})")
             if verdicts[0].passed and not verdicts[1].passed:
                 break
+            if len(pairs) >= 2 and [v.passed for v in pairs[-2]] == [v.passed for v in pairs[-1]]:
+                break  # two pairs the same way: the host has moved off the searched one for now
     return pairs[-1], pairs
 
 
@@ -98,11 +102,13 @@ def test_the_search_finds_a_rate_that_passes_and_a_quarter_more_fails(name, ic_d
     search on a slow minute found 138 qps, then 172 qps passed three times with p99 60 ms;
     here a search found 181 qps, then 181 qps failed three times with p99 450-1270 ms). When
     no check pair comes out pass/fail, the host is not the one that was searched, and the
-    search and its check are done again once, on the host as it is now: the test needs one
-    search that an independent check confirms."""
+    search and its check are done again, on the host as it is now, up to three searches in
+    all (a fresh clone's run once found the host slower for its first check and faster for
+    its second: 178 qps failed three times, then 215 qps passed three times after a search
+    that found 172): the test needs one search that an independent check confirms."""
     platform = _platform(name)
     scenario = Scenario.parse(name, app="ic", model_size="tiny", requests=REQUESTS, loadgen_scenario="Server")
-    for attempt in range(2):
+    for attempt in range(3):
         answer, busy = _search(name, platform, scenario, ic_data, store)
         (at_rate, quarter_more), pairs = _check(name, platform, scenario, answer, ic_data, store)
         if at_rate.passed and not quarter_more.passed:

@@ -1,6 +1,7 @@
 """Test doubles shared by unit tests."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +48,18 @@ class SleepApp:
     def postprocess(self, output):
         self._spin(self.post_s)
         return output
+
+
+
+class ChattyApp(SleepApp):
+    """SleepApp that prints while loading, the last words without a newline (buffered)."""
+
+    name = "chatty"
+
+    def load(self, data_dir, size, backend, threads):
+        super().load(data_dir, size, backend, threads)
+        print("chatty: loaded", flush=True)
+        sys.stdout.write("chatty: still in the buffer")
 
 
 def record(name="BM/1/PIN/CPU", app="ic", e2e_ms=(10.0,) * 5, status="ok", **fields) -> RunRecord:

@@ -7,8 +7,9 @@ message. It ends on ``stop`` and at end-of-file of its channel (its owner is gon
 at once, in the middle of a round too); on bare metal and in runc/crun containers it also
 dies with its parent process (``PR_SET_PDEATHSIG``). See ``channel.py`` for the protocol.
 
-Exit status 0 after ``stop`` or end-of-file, 1 when the app could not be loaded (the
-``error`` message says why), 2 when the prototype job file or the arguments are unusable.
+Exit status 0 after ``stop`` or end-of-file (at once: no interpreter shutdown), 1 when the
+app could not be loaded (the ``error`` message says why), 2 when the prototype job file or
+the arguments are unusable.
 """
 from __future__ import annotations
 
@@ -226,6 +227,19 @@ class Serving:
                 self.busy.clear()
 
 
+def quick_exit(code: int) -> None:
+    """Exit now, after flushing what the app printed. Every round's result is already
+    written and answered, so nothing is left to do; an interpreter's ordinary shutdown, with
+    torch loaded, takes 0.5-0.7 s on a 2-core host, which every closed session paid (a
+    launch epoch of five scenarios spent 3 s closing them)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _send(channel: Channel, msg: dict[str, Any]) -> None:
     try:
         channel.send(msg)
@@ -274,4 +288,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit(main())
