@@ -513,6 +513,15 @@ def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, s
     return decisions
 
 
+def _labelled(text: str, group: Group) -> str:
+    """``text`` with every member's scenario key (the JSON the racing plan names scenarios
+    by, as in "slower against {...}") replaced by the member's label."""
+    for m in group.members:
+        if m.key in text:
+            text = text.replace(m.key, m.scenario.label)
+    return text
+
+
 def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store, study: str,
                   decisions: dict[str, StopDecision],
                   on_stop: Callable[[PlannedScenario, StopDecision], None] | None) -> None:
@@ -521,7 +530,7 @@ def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store
         ci = stats.scenario_ci(own)
         mean = ci.mean_ms if ci.rounds else None
         rel = ci.relative if ci.launches >= 2 else None
-        why = plan.dropped.get(m.key, "")
+        why = _labelled(plan.dropped.get(m.key, ""), group)
         if why.startswith("launch failed"):
             last = state.last_error.get(m.key)
             reason, detail = "failing", why + (f", last: {last}" if last else "")

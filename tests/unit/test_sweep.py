@@ -57,6 +57,10 @@ def test_equal_scenarios_end_equivalent_and_a_slow_one_drops_out(store, tmp_path
     assert {d.reason for d in decisions.values()} <= {"decided", "dropped"}
     assert slow.launches <= a.launches  # it stops being launched once decided
     assert a.launches >= RULE.min_launches
+    # the stop says against what, by the scenario's label, never its JSON key
+    details = [d.detail for d in decisions.values()]
+    assert any("slower against BM/1/" in d for d in details), details
+    assert not any("{" in d for d in details), details
 
 
 def test_blocks_hold_each_scenario_once_in_a_fresh_order_with_the_others_paused(store, tmp_path):
