@@ -198,12 +198,16 @@ def fake_v1_tree(root: Path) -> Path:
     return root
 
 
-def test_io_limits_are_written_to_blkio_v1_and_io_max_v2(tmp_path):
+def test_io_limits_are_written_to_blkio_v1_and_io_max_v2_once_the_session_throttles(tmp_path):
+    """The group holds the worker from its start, but its read limits are set later (when
+    the worker is ready: only rounds read through them)."""
     root = fake_v1_tree(tmp_path / "v1")
     manager = CgroupManager(root)
     io = IoLimits("254:0", read_bps=100_000_000, read_iops=150, device_name="vda")
     cg = manager.create(CpuLimits([0], None), name="deploybench-t", io_limits=io)
     blkio = root / "blkio" / "deploybench-t"
+    assert blkio.is_dir() and not (blkio / "blkio.throttle.read_iops_device").exists()
+    cg.throttle_io()
     assert (blkio / "blkio.throttle.read_bps_device").read_text() == "254:0 100000000"
     assert (blkio / "blkio.throttle.read_iops_device").read_text() == "254:0 150"
     assert blkio / "cgroup.procs" in cg.procs_files
@@ -213,7 +217,9 @@ def test_io_limits_are_written_to_blkio_v1_and_io_max_v2(tmp_path):
     (v2 / "cgroup.controllers").write_text("cpu cpuset io")
     (v2 / "cgroup.subtree_control").write_text("cpu cpuset")
     manager2 = CgroupManager(v2)
-    manager2.create(CpuLimits([0], 1.0), name="deploybench-u", io_limits=io)
+    cg2 = manager2.create(CpuLimits([0], 1.0), name="deploybench-u", io_limits=io)
+    assert not (v2 / "deploybench-u" / "io.max").exists()
+    cg2.throttle_io()
     assert (v2 / "deploybench-u" / "io.max").read_text() == "254:0 rbps=100000000 riops=150"
     assert (v2 / "cgroup.subtree_control").read_text() == "+io"
 

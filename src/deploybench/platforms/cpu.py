@@ -125,6 +125,25 @@ class RunCgroup:
                 pass
         return out
 
+    def throttle_io(self) -> None:
+        """Set the read limits of ``io_limits`` on the group (raises CgroupError). A session
+        sets them once its worker is ready, so that only its rounds read through them."""
+        io = self.io_limits
+        if io is None:
+            return
+        if self.version == 1:
+            if io.read_bps:
+                _write(self.dirs["blkio"] / "blkio.throttle.read_bps_device", f"{io.device} {io.read_bps}")
+            if io.read_iops:
+                _write(self.dirs["blkio"] / "blkio.throttle.read_iops_device", f"{io.device} {io.read_iops}")
+            return
+        parts = [io.device]
+        if io.read_bps:
+            parts.append(f"rbps={io.read_bps}")
+        if io.read_iops:
+            parts.append(f"riops={io.read_iops}")
+        _write(self.dirs["unified"] / "io.max", " ".join(parts))
+
     def io_stat(self) -> dict[str, int]:
         """Bytes and reads that reached the throttled device (only when limits were set)."""
         if self.io_limits is None:
@@ -250,7 +269,7 @@ class CgroupManager:
             else:
                 self._create_v2(name, limits, dirs)
             if io_limits is not None:
-                self._apply_io(name, io_limits, dirs)
+                self._prepare_io(name, dirs)
         except BaseException:
             cg.remove()
             raise
@@ -293,7 +312,9 @@ class CgroupManager:
         quota = "max" if limits.quota_cores is None else str(round(limits.quota_cores * limits.period_us))
         _write(d / "cpu.max", f"{quota} {limits.period_us}")
 
-    def _apply_io(self, name: str, io: IoLimits, dirs: dict[str, Path]) -> None:
+    def _prepare_io(self, name: str, dirs: dict[str, Path]) -> None:
+        """The I/O controller's group (v1: a blkio directory; v2: the io controller enabled),
+        without limits yet: :meth:`RunCgroup.throttle_io` sets them."""
         if self.version == 1:
             blkio_root = self._v1_dir("blkio")
             if not blkio_root.is_dir():
@@ -301,20 +322,10 @@ class CgroupManager:
             d = blkio_root / name
             d.mkdir(exist_ok=True)
             dirs["blkio"] = d
-            if io.read_bps:
-                _write(d / "blkio.throttle.read_bps_device", f"{io.device} {io.read_bps}")
-            if io.read_iops:
-                _write(d / "blkio.throttle.read_iops_device", f"{io.device} {io.read_iops}")
             return
         enabled = (self.root / "cgroup.subtree_control").read_text().split()
         if "io" not in enabled:
             _write(self.root / "cgroup.subtree_control", "+io")
-        parts = [io.device]
-        if io.read_bps:
-            parts.append(f"rbps={io.read_bps}")
-        if io.read_iops:
-            parts.append(f"riops={io.read_iops}")
-        _write(dirs["unified"] / "io.max", " ".join(parts))
 
     def leftovers(self) -> list[Path]:
         """deploybench cgroups that still exist (there should be none between runs)."""
