@@ -202,3 +202,33 @@ def test_meminfo_keeps_what_the_kernels_memory_is_made_of():
     text = "MemTotal:  2000 kB\nMemFree:   500 kB\nCached:  300 kB\nHugePages_Total: 0\nMapped: 10 kB\n"
     assert meminfo(text) == {"MemTotal": 2000, "MemFree": 500, "Cached": 300, "Mapped": 10}
     assert meminfo()["MemTotal"] > 0  # this kernel's
+
+
+def test_a_ctrl_c_taken_by_another_thread_still_interrupts_a_waiting_receive():
+    """The kernel may hand a process's SIGINT to any thread that does not block it; Python
+    then only flags the main thread, which acts on it when its wait returns. A receive
+    waiting for a hung round must not hold the Ctrl-C back until the round's timeout (seen
+    once in a full run: a Ctrl-C 2 s into a 60 s hang came back as an ``ok`` round)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from deploybench.worker.channel import StreamChannel
+
+    read_fd, write_fd = os.pipe()
+    channel = StreamChannel(read_fd, os.dup(write_fd))
+    # main blocks SIGINT, so the kernel must deliver it to the timer's thread
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            channel.receive(30)
+    finally:
+        timer.cancel()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        os.close(write_fd)
+        channel.close()
+    assert time.monotonic() - started < 20  # acted on, not held until the 30 s timeout

@@ -64,6 +64,10 @@ class Channel(Protocol):
 
 
 # -- stdio ----------------------------------------------------------------------------------
+#: The longest a receive waits without returning to Python code (see StreamChannel.receive).
+WAIT_SLICE_S = 0.25
+
+
 class StreamChannel:
     """JSON lines over two file descriptors. A reader thread turns lines into messages, so
     ``receive`` can wait with a timeout, and ``on_eof`` runs the moment the other side goes."""
@@ -123,7 +127,10 @@ class StreamChannel:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError("no message in time")
-                self._cond.wait(left)
+                # In slices: a Ctrl-C the kernel hands to another of our threads (the reader's
+                # read, a timer) only flags the main thread, which acts on it when its wait
+                # returns; a whole round's wait would hold it back until the round ended.
+                self._cond.wait(WAIT_SLICE_S if left is None else min(left, WAIT_SLICE_S))
             item = self._messages[0]
             if item is not None:  # end-of-file stays for every later call
                 self._messages.pop(0)
