@@ -143,6 +143,9 @@ def test_a_worker_killed_mid_round_is_a_recorded_failure_and_nothing_is_left(run
 
 
 def test_ctrl_c_during_a_round_cleans_up_and_reports_interrupted(runc, ic_data):
+    # Python's own SIGINT handler, whatever an earlier test in this process left installed
+    # (twice this session a full run's self-sent SIGINT never became a KeyboardInterrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     scenario = _scenario(requests=4)
     with open_session(scenario, Container(), ic_data) as session:
         timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))

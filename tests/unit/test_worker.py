@@ -216,6 +216,7 @@ def test_a_ctrl_c_taken_by_another_thread_still_interrupts_a_waiting_receive():
 
     from deploybench.worker.channel import StreamChannel
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test left
     read_fd, write_fd = os.pipe()
     channel = StreamChannel(read_fd, os.dup(write_fd))
     # main blocks SIGINT, so the kernel must deliver it to the timer's thread
