@@ -926,8 +926,14 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="the host facts 
                        + ("" if clean else " (`deploybench doctor --clean` removes them)"))
     if clean and not found.empty:
         problems = clean_strays(found)
-        typer.echo(f"removed {len(found.lines()) - len(problems)} stray(s)"
+        left = set(strays().lines())  # count what is gone, not what was tried
+        removed = [line for line in found.lines() if line not in left]
+        problems += [f"{line} (still there)" for line in found.lines()
+                     if line in left and not any(p.startswith(line) for p in problems)]
+        typer.echo(f"removed {len(removed)} of {len(found.lines())} stray(s)"
                    + (f"; could not remove: {'; '.join(problems)}" if problems else ""), err=True)
+        if len(removed) < len(found.lines()):
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -85,8 +85,8 @@ def _kill_mid_run(args: list[str], tmp_path: Path, bench_home: Path, *, ready, g
         entry = None
         while time.monotonic() < deadline and cli.poll() is None:
             entries = [e for e in _entries(ledger) if e["owner_pid"] == cli.pid and e["processes"]]
-            if entries and ready(entries[0], db):
-                entry = entries[0]
+            entry = next((e for e in entries if ready(e, db)), None)
+            if entry is not None:
                 break
             time.sleep(0.2)
         assert entry is not None, f"the run never got going: {cli.stderr.read() if cli.poll() is not None else ''}"
@@ -162,6 +162,41 @@ def test_sigkill_of_the_cli_mid_run_in_a_podman_container(tmp_path, bench_home):
                               "--launches", "1"], tmp_path, bench_home, ready=_mid_round)
     (container,) = entry["containers"]
     assert container["id"] not in engine.container_ids(), entry["reaped"]
+
+
+def _paused(status):
+    def ready(entry: dict, db: Path) -> bool:
+        """The container session is paused (the bare metal one is measuring its long round)."""
+        return _stored_rounds(db) >= 1 and bool(entry["containers"]) and \
+            status(entry["containers"][0]["id"]) == "paused"
+    return ready
+
+
+@pytest.mark.parametrize("engine", ["runc", "podman"])
+def test_sigkill_of_the_cli_while_its_container_is_paused(tmp_path, bench_home, engine):
+    """A container left paused is removed, and no engine keeps a record of it. Podman keeps
+    "paused" in its own records: the reaper must have podman unpause the container before
+    anything thaws its freezer, or podman can never remove it again."""
+    from deploybench.platforms.container.launchers import EngineCli, OciRuntime
+
+    launcher = OciRuntime("runc") if engine == "runc" else EngineCli("podman")
+    problem = launcher.problem()
+    if problem:
+        pytest.skip(problem)
+
+    def status(cid: str) -> str:
+        if engine == "runc":
+            out = subprocess.run(["runc", "state", cid], capture_output=True, text=True)
+            return json.loads(out.stdout).get("status", "") if out.returncode == 0 else ""
+        out = launcher._control("inspect", "--format", "{{.State.Status}}", cid)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    args = ["CN/1/PIN/CPU", "BM/1/PIN/CPU", "--requests", "256", "--repeat", "200", "--launches", "1"]
+    entry, _ = _kill_mid_run(args + (["--engine", "podman"] if engine == "podman" else []),
+                             tmp_path, bench_home, ready=_paused(status))
+    (container,) = entry["containers"]
+    assert container["id"] not in launcher.container_ids(), entry["reaped"]
+    assert "could not" not in entry["reaped"], entry["reaped"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Reaping a dead session's containers: an engine that refuses a delete for a moment (still
 cleaning the container up after its owner died) is asked again; a container already gone is
-no problem; one that cannot be deleted is named with the engine's own words."""
+no problem; one that cannot be deleted is named with the engine's own words, and `doctor
+--clean` counts only what is really gone."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 from deploybench.platforms import ledger
-from deploybench.platforms.ledger import Entry, _delete_container, reap
+from deploybench.platforms.ledger import Entry, delete_container, reap
 
 
 @pytest.fixture(autouse=True)
@@ -31,12 +32,12 @@ def tries(tmp_path) -> int:
 
 
 def test_a_delete_refused_for_a_moment_is_tried_again_until_it_works(tmp_path):
-    assert _delete_container(engine(tmp_path, fail_times=2)) is None
+    assert delete_container(engine(tmp_path, fail_times=2)) is None
     assert tries(tmp_path) == 3
 
 
 def test_a_container_that_is_already_gone_is_neither_deleted_nor_a_problem(tmp_path):
-    assert _delete_container(engine(tmp_path, 99, "Error: no such container deploybench-x")) == "gone"
+    assert delete_container(engine(tmp_path, 99, "Error: no such container deploybench-x")) == "gone"
     assert tries(tmp_path) == 1
 
 
@@ -49,3 +50,37 @@ def test_a_container_that_cannot_be_deleted_is_named_with_the_engines_last_line(
     assert reaped.containers == 0
     assert reaped.problems == ["delete container deploybench-c: Error: container state improper"]
     assert "could not: delete container deploybench-c" in reaped.describe()
+
+
+def test_podman_logging_that_its_runtime_has_no_such_container_is_not_taken_for_gone(tmp_path):
+    """Podman 4.3 logs runc's "container does not exist" above its own error when it fails to
+    resume a container it keeps as paused: the container is still there."""
+    message = ('time="x" level=error msg="container does not exist"\n'
+               "Error: `/usr/bin/runc resume abc` failed: exit status 1")
+    assert delete_container(engine(tmp_path, 99, message)) == "Error: `/usr/bin/runc resume abc` failed: exit status 1"
+
+
+def test_doctor_clean_counts_only_what_is_gone_and_exits_1_for_what_is_left(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from deploybench import doctor
+    from deploybench.cli import app
+
+    left = ledger.Strays(containers=[("deploybench-stuck", engine(tmp_path, 99, "Error: runc resume failed"))],
+                         folders=[tmp_path / "gone-folder"])
+    (tmp_path / "gone-folder").mkdir()
+    calls = []
+
+    def fake_strays(ledger_=None):
+        calls.append(1)
+        if len(calls) == 1:
+            return left
+        return ledger.Strays(containers=left.containers)  # the folder went, the container stayed
+
+    monkeypatch.setattr(ledger, "strays", fake_strays)
+    monkeypatch.setattr(doctor, "doctor_checks", lambda: [])
+    out = CliRunner().invoke(app, ["doctor", "--clean"])
+    assert out.exit_code == 1, out.output
+    assert "removed 1 of 2 stray(s); could not remove: container deploybench-stuck: Error: runc resume failed" \
+        in out.output
+    assert not (tmp_path / "gone-folder").exists()

@@ -280,7 +280,7 @@ class Reaped:
 DELETE_RETRY_S = (0.5, 1.0, 2.0, 4.0)
 
 
-def _delete_container(command: list[str]) -> str | None:
+def delete_container(command: list[str]) -> str | None:
     """Run a container's delete command, again while it fails: None when it is deleted,
     "gone" when there was no such container, else the engine's last line."""
     problem = "not tried"
@@ -294,10 +294,12 @@ def _delete_container(command: list[str]) -> str | None:
             continue
         if done.returncode == 0:
             return None
-        said = (done.stderr or done.stdout or "").strip()
+        said = last_line((done.stderr or done.stdout or "").strip())
+        # the verdict is the last line: Podman logs its runtime's complaints ("container
+        # does not exist") above its own error, and the container is still there then
         if "no such container" in said.lower() or "does not exist" in said.lower():
             return "gone"
-        problem = last_line(said) or f"exit status {done.returncode}"
+        problem = said or f"exit status {done.returncode}"
     return problem
 
 
@@ -320,7 +322,7 @@ def reap(entry: Entry) -> Reaped:
         command = container.get("delete")
         if not command:
             continue
-        problem = _delete_container(command)
+        problem = delete_container(command)
         if problem is None:
             out.containers += 1
         elif problem != "gone":
@@ -481,10 +483,11 @@ def clean(found: Strays) -> list[str]:
         except ProcessLookupError:
             pass
     for cid, command in found.containers:
-        try:
-            subprocess.run(command, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.SubprocessError) as exc:
-            problems.append(f"container {cid}: {exc}")
+        problem = delete_container(command)
+        if problem not in (None, "gone"):
+            hint = (" (its engine keeps it as paused, and its runtime has no paused container "
+                    "to resume: the engine itself cannot remove it)" if "resume" in problem.lower() else "")
+            problems.append(f"container {cid}: {problem}{hint}")
     for path in found.cgroups:
         if not remove_cgroup_tree(path):
             problems.append(f"cgroup {path}")
