@@ -306,6 +306,19 @@ def delete_container(command: list[str]) -> str | None:
 def reap(entry: Entry) -> Reaped:
     """Kill, delete and remove everything ``entry`` lists (its owner is dead)."""
     out = Reaped(entry)
+    # containers first, through their engine: a paused container's worker killed behind
+    # Podman's back (SIGKILL while frozen, then thawed) leaves Podman's record "paused" and
+    # runc's container stopped, and no podman command removes that record any more
+    # (test_sigkill_of_the_cli_while_its_container_is_paused)
+    for container in entry.containers:
+        command = container.get("delete")
+        if not command:
+            continue
+        problem = delete_container(command)
+        if problem is None:
+            out.containers += 1
+        elif problem != "gone":
+            out.problems.append(f"delete container {container.get('id')}: {problem}")
     for directory in entry.cgroups:
         thaw(Path(directory))
     for proc in entry.processes:
@@ -318,15 +331,6 @@ def reap(entry: Entry) -> Reaped:
                 pass
     for directory in entry.cgroups:
         out.killed += kill_cgroup(Path(directory))
-    for container in entry.containers:
-        command = container.get("delete")
-        if not command:
-            continue
-        problem = delete_container(command)
-        if problem is None:
-            out.containers += 1
-        elif problem != "gone":
-            out.problems.append(f"delete container {container.get('id')}: {problem}")
     for directory in entry.cgroups:
         path = Path(directory)
         if path.exists():
