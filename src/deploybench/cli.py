@@ -928,8 +928,9 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="the host facts 
         problems = clean_strays(found)
         left = set(strays().lines())  # count what is gone, not what was tried
         removed = [line for line in found.lines() if line not in left]
-        problems += [f"{line} (still there)" for line in found.lines()
-                     if line in left and not any(p.startswith(line) for p in problems)]
+        kept = [line for line in found.lines() if line in left]
+        problems = [p for p in problems if any(p.startswith(line) for line in kept)] + \
+            [f"{line} (still there)" for line in kept if not any(p.startswith(line) for p in problems)]
         typer.echo(f"removed {len(removed)} of {len(found.lines())} stray(s)"
                    + (f"; could not remove: {'; '.join(problems)}" if problems else ""), err=True)
         if len(removed) < len(found.lines()):
