@@ -13,7 +13,9 @@ DESIGN
   storage, cold against warm cache.
 - Racing (``stats.plan_epoch``): before each epoch the stored rounds decide which scenarios
   a pending decision still needs; the others drop out (a rival decided slower than the
-  best beyond the margin, say). A group stops when every needed decision is made
+  best beyond the margin, say). The recommendation comes first: after ``min_launches``
+  epochs, while a selection is open, only its scenarios run (``plan_group``), and the claims'
+  other scenarios wait until it is decided. A group stops when every needed decision is made
   (``decided``), after ``max_launches`` epochs, when its ``max_time_s`` or the sweep's
   ``--budget`` is spent, or when its scenarios keep failing to launch.
 - Everything is derived from the store: a sweep restarted after Ctrl-C, a crash or a power
@@ -51,6 +53,8 @@ DEFAULT_LAUNCH_S = 3.0
 DEFAULT_ROUND_S = 0.5
 #: block sets of a group lost (or failed to start) in a row that stop the group
 MAX_LOST_IN_A_ROW = 3
+#: why a scenario that only the report's claims need sits out an epoch (see ``plan_group``)
+WAITS_FOR_SELECTION = "waits for the recommendation's decision (its claims come after it)"
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,16 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
         ci = stats.scenario_ci(own)
         if not ci.converged(rule.target_rel_ci, rule.min_launches):
             active.add(key)
+    # The recommendation first: once every scenario has had its min_launches epochs, an open
+    # selection gets the epochs to itself (its best and uncleared rivals), and the claims'
+    # other scenarios wait for it. Measuring them alongside would cost the same time later, but
+    # when the budget binds, the epochs it buys go to the answer the sweep exists for; the
+    # claims get what is left once it is decided.
+    if state.epochs_done >= rule.min_launches and any(not p.selection.decided for p in plans):
+        selecting = {k for p in plans if not p.selection.decided for k in p.active}
+        for key in sorted(active - selecting):
+            dropped[key] = WAITS_FOR_SELECTION
+        active &= selecting
     for plan in plans:
         for s, why in plan.dropped:
             if s not in active:
@@ -538,7 +552,8 @@ def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store
             reason, detail = "decided", why or plan.detail
         elif plan.stop == "out_of_reach":
             reason, detail = "out_of_reach", plan.detail
-        elif why and m.key not in plan.active and not why.startswith(stats.GIVEN_UP):
+        elif why and m.key not in plan.active and not why.startswith(stats.GIVEN_UP) \
+                and why != WAITS_FOR_SELECTION:
             reason, detail = "dropped", why
         else:
             reason, detail = plan.stop or "decided", plan.detail

@@ -315,3 +315,38 @@ def test_a_group_whose_last_claims_are_out_of_reach_stops_early_and_says_so(stor
     assert {d.reason for d in decisions.values()} == {"out_of_reach"}, decisions
     assert RULE.min_launches <= pin.launches < RULE.max_launches
     assert all("cannot be decided within the group" in d.detail for d in decisions.values())
+
+
+def test_an_open_selection_gets_the_epochs_to_itself_after_min_launches(store, tmp_path):
+    """Two idle scenarios within noise of each other (the recommendation's selection, open
+    for a while) and a busy-host scenario only a claim needs (busy against idle): after the
+    min_launches epochs everything runs, then only the selection's scenarios run until it is
+    decided, and then the busy one comes back for its claim (it is never called dropped)."""
+    import random
+
+    from deploybench.scenario import HostLoad
+    from deploybench.sweep import WAITS_FOR_SELECTION
+
+    rng = random.Random(5)
+    pin = FakePlatform(mean_ms=lambda i, launch=0: 10 * rng.gauss(1, 0.06))
+    vnl = FakePlatform(mean_ms=lambda i, launch=0: 10.2 * rng.gauss(1, 0.06))
+    busy = FakePlatform(mean_ms=lambda i, launch=0: 10.6 * rng.gauss(1, 0.03))
+    rule = RaceRule(warmup_rounds=0, margin=0.05, min_launches=3, max_launches=12, blocks=2,
+                    target_rel_ci=0.02, max_time_s=600)
+    plan = planned([pin, vnl], tmp_path, rule, names=["BM/1/PIN/CPU", "BM/1/VNL/CPU"])
+    busy_scenario = plan[0].scenario.with_(host_load=HostLoad.BUSY)
+    plan.append(PlannedScenario(busy_scenario, platform=busy, data_dir=tmp_path, rule=rule,
+                                settings=plan[0].settings))
+    epochs = []
+    decisions = run_sweep(plan, store, study="s",
+                          on_epoch=lambda group, p, done: epochs.append(
+                              (done, set(p.active), all(s.decided for s in p.selections))))
+    assert [len(active) for done, active, _ in epochs[:3]] == [3, 3, 3]
+    selecting = [(done, active) for done, active, decided in epochs if done >= 3 and not decided]
+    assert selecting, epochs  # the selection stayed open past min_launches (not vacuous)
+    assert all(busy_scenario.key not in active for _, active in selecting), epochs
+    assert busy.launches == 3 + sum(1 for done, active, decided in epochs
+                                    if done >= 3 and decided and busy_scenario.key in active)
+    # it waited for the selection, then came back for its claim: never called "dropped"
+    assert decisions[busy_scenario.key].reason not in ("dropped", "decided")
+    assert WAITS_FOR_SELECTION not in decisions[busy_scenario.key].detail
