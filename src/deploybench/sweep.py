@@ -54,7 +54,9 @@ DEFAULT_ROUND_S = 0.5
 #: block sets of a group lost (or failed to start) in a row that stop the group
 MAX_LOST_IN_A_ROW = 3
 #: why a scenario that only the report's claims need sits out an epoch (see ``plan_group``)
-WAITS_FOR_SELECTION = "waits for the recommendation's decision (its claims come after it)"
+WAITS_FOR_SELECTION = "waits for the recommendation's decision (measured after it)"
+#: reasons a scenario sits out that leave its decisions open: its stop is the group's, never "dropped"
+NOT_DONE_WITH = (stats.GIVEN_UP, WAITS_FOR_SELECTION)
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
         ci = stats.scenario_ci(own)
         if not ci.converged(rule.target_rel_ci, rule.min_launches):
             active.add(key)
-    # The recommendation first: once every scenario has had its min_launches epochs, an open
+    # The recommendation first: once the group has run min_launches epochs, an open
     # selection gets the epochs to itself (its best and uncleared rivals), and the claims'
     # other scenarios wait for it. Measuring them alongside would cost the same time later, but
     # when the budget binds, the epochs it buys go to the answer the sweep exists for; the
@@ -552,8 +554,7 @@ def _record_stops(group: Group, plan: GroupPlan, state: GroupState, store: Store
             reason, detail = "decided", why or plan.detail
         elif plan.stop == "out_of_reach":
             reason, detail = "out_of_reach", plan.detail
-        elif why and m.key not in plan.active and not why.startswith(stats.GIVEN_UP) \
-                and why != WAITS_FOR_SELECTION:
+        elif why and m.key not in plan.active and not why.startswith(NOT_DONE_WITH):
             reason, detail = "dropped", why
         else:
             reason, detail = plan.stop or "decided", plan.detail
