@@ -85,6 +85,23 @@ def test_a_round_records_budget_environment_metadata_and_its_own_counters(tmp_pa
     assert second.status == "ok" and len(second.samples["preprocess_ns"]) == 3
 
 
+def test_the_worker_freezes_its_start_up_heap_before_the_first_round(tmp_path):
+    import gc
+
+    SleepApp().generate_data(tmp_path / "d", 4, 0)
+    job = _job(tmp_path)
+    try:
+        loaded = load(job, 0.0)
+        frozen = gc.get_freeze_count()
+        # everything alive at "ready" (this interpreter's modules, the app) is out of the
+        # collector's generations, so no timed round pays a full pass over it
+        assert frozen > 1000 and loaded.environment["gc_frozen_objects"] == frozen
+        result = run_round(loaded, job)
+        assert result.status == "ok" and result.environment["gc_frozen_objects"] == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_a_round_may_not_change_what_the_worker_loaded(tmp_path):
     SleepApp().generate_data(tmp_path / "d", 4, 0)
     job = _job(tmp_path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import math
 import os
 import signal
@@ -95,9 +96,23 @@ def load(job: WorkerJob, started_wall: float) -> Loaded:
     t = time.perf_counter()
     LoadgenDriver(app, batch_size=job.batch_size, inference_only=False).warm_up(job.warmup_batches)
     timings["warmup_s"] = time.perf_counter() - t
+    frozen = freeze_startup_heap()
     timings["ready_wall"] = time.time()
     return Loaded(job, app, torch, timings, {"isolation": env.isolation_facts(),
-                                             "os_cpu_count": os.cpu_count()})
+                                             "os_cpu_count": os.cpu_count(),
+                                             "gc_frozen_objects": frozen})
+
+
+def freeze_startup_heap() -> int:
+    """Collect once, then move every object alive now (the interpreter's, torch's import-time
+    objects, the app and its model) out of the collector's sight (``gc.freeze``); returns how
+    many. Without it the collector's first full pass over that start-up heap lands in a timed
+    round: for nlp tiny a 49 ms pause in the third round of every launch (+20% on its mean),
+    which a long-running server pays once at start. The garbage the requests make is still
+    collected, and timed, as in any server; only the start-up heap is no longer rescanned."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def mismatch(loaded: Loaded, job: WorkerJob) -> str | None:
