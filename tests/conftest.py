@@ -103,7 +103,9 @@ def open_session(scenario, platform, data_dir, *, timeout_s: float = 300, **prot
     from deploybench.platforms.ledger import Ledger
 
     job = build_job(scenario, data_dir=data_dir, settings=RunSettings()).with_(**prototype_changes)
-    return platform.open(scenario, SessionSetup(job, home() / "runs", Ledger(), launch_timeout_s=timeout_s))
+    session = platform.open(scenario, SessionSetup(job, home() / "runs", Ledger(), launch_timeout_s=timeout_s))
+    session.ready(timeout_s)
+    return session
 
 
 def round_job(scenario, data_dir, **changes):

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import stats
+from . import footprint, stats
 from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Scenario, Storage
 from .store import FAILED_STATUSES, RunRecord, host_class_of
 from .warnings import WarningCode
@@ -189,9 +189,10 @@ def summarize(records: Sequence[RunRecord], high_cv: float = 0.10) -> list[Scena
         outliers = [{"run_id": ok[i].run_id, "repetition": ok[i].repetition,
                      "e2e_mean_ms": run_means[i]} for i in stats.mad_outliers(run_means)]
         pct_ci = {q: list(stats.bootstrap_percentile_ci(pooled, q, resamples=500)) for q in (50, 90, 99)}
-        # one start latency per launch (every round of a launch carries its launch's)
+        # one start latency per launch (every round of a launch carries its launch's), of the
+        # launches that started alone (footprint.alone)
         latencies = list({launch_of(r): r.platform["start_latency_s"] for r in ok
-                          if r.platform.get("start_latency_s") is not None}.values())
+                          if r.platform.get("start_latency_s") is not None and footprint.alone(r)}.values())
         valid, lg_p99, reason = _loadgen_verdict(ok)
         ds = ok[0].host.get("data_set") or {}
         out.append(ScenarioSummary(

@@ -378,13 +378,20 @@ def scenario_cost(records: Sequence["RunRecord"]) -> ScenarioCost | None:
                                for _, fp in prints])),
         outside_cpu_ms_per_request=per_request_ms(lambda fp: fp.outside_cpu_s),
         worker_cpu_ms_per_request=per_request_ms(lambda fp: fp.worker_cpu_s),
-        start_latency_s=_mean([r.platform.get("start_latency_s") for r in ok if r.launch_round in (None, 1)]
-                              or [r.platform.get("start_latency_s") for r in ok]),
+        start_latency_s=_mean([r.platform.get("start_latency_s") for r in ok
+                               if r.launch_round in (None, 1) and alone(r)]
+                              or [r.platform.get("start_latency_s") for r in ok if alone(r)]),
         boot_s=_mean([r.platform.get("boot_userspace_s") for r in ok]),
         create_start_s=_mean(create_start) if create_start else None,
         energy_j_per_request=_mean([e.get("joules_per_request") for e in energies]),
         energy_method=energies[0].get("method") if energies else None,
         outside_roles=tuple(roles), launcher=launcher_of(first))
+
+
+def alone(record: "RunRecord") -> bool:
+    """Whether the record's launch started by itself (``launched_with`` 1): only such a
+    launch's start latency is the platform's own, not shared with sessions loading beside it."""
+    return int(record.platform.get("launched_with") or 1) == 1
 
 
 def launcher_of(record: "RunRecord") -> str:

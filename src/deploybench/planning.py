@@ -186,9 +186,10 @@ def past_costs(store: Any, scenario: Scenario) -> tuple[list[float], list[float]
     launches = []
     for _, round_no, facts in rows:
         if round_no == 1:
-            latency = json.loads(facts or "{}").get("start_latency_s")
-            if latency is not None:
-                launches.append(float(latency))
+            launch = json.loads(facts or "{}")
+            latency = launch.get("start_latency_s")
+            if latency is not None:  # a wave of n sessions that loaded together: 1/n each
+                launches.append(float(latency) / max(1, int(launch.get("launched_with") or 1)))
     return launches, rounds
 
 

@@ -590,13 +590,18 @@ class Store:
     def study_runs(self, study: str) -> list[dict[str, Any]]:
         """A study's runs without samples, as light rows (for resuming and racing): run_key,
         scenario_key, repetition (the launch epoch), status, error, started_at, finished_at,
-        launch_id, launch_round, block_id, block_pos, host, start_latency_s, summary, and
+        launch_id, launch_round, block_id, block_pos, host, start_latency_s, launch_wall and
+        ready_wall (when its launch began and its worker was warm), launched_with (the
+        sessions that started together with it), summary, and
         host_class (the run's stored host fingerprint; None for runs stored before there
         was one)."""
         cur = self.db.execute(
             "SELECT run_key, scenario_key, repetition, status, error, started_at, finished_at, "
             "launch_id, launch_round, block_id, block_pos, host, "
             "json_extract(platform_json, '$.start_latency_s') AS start_latency_s, "
+            "json_extract(platform_json, '$.launch_wall') AS launch_wall, "
+            "json_extract(platform_json, '$.ready_wall') AS ready_wall, "
+            "json_extract(platform_json, '$.launched_with') AS launched_with, "
             "json_extract(host_json, '$.fingerprint') AS host_class, "
             "summary_json FROM runs WHERE study=? ORDER BY started_at, run_id", (study,))
         names = [d[0] for d in cur.description]

@@ -236,7 +236,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
     epochs: set[int] = set()
     lost: set[int] = set()
     spent: dict[tuple[int, str], tuple[float, float]] = {}
-    launching: dict[int, float] = {}
+    launching: dict[int, tuple[float, float]] = {}  # per epoch: first launch to last warm worker
     failures_in_a_row: dict[str, int] = {k: 0 for k in keys}
     measured: dict[str, int] = {k: 0 for k in keys}
     last_error: dict[str, str] = {}
@@ -250,10 +250,12 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
                 lost.add(int(r["repetition"]))
             lo, hi = spent.get((int(r["repetition"]), ""), (math.inf, 0.0))
             spent[(int(r["repetition"]), "")] = (min(lo, r["started_at"]), max(hi, r["finished_at"]))
-            if r.get("launch_round") == 1 and r.get("start_latency_s") is not None:
-                # the epoch's launches come before its first round: their time is spent too
-                launching[int(r["repetition"])] = launching.get(int(r["repetition"]), 0.0) \
-                    + float(r["start_latency_s"])
+            if r.get("launch_round") == 1 and r.get("launch_wall") is not None and r.get("ready_wall") is not None:
+                # the epoch's launches come before its first round: their time is spent too,
+                # once (sessions of a wave load at the same time: not the sum of their latencies)
+                lo, hi = launching.get(int(r["repetition"]), (math.inf, 0.0))
+                launching[int(r["repetition"])] = (min(lo, float(r["launch_wall"])),
+                                                   max(hi, float(r["ready_wall"])))
         if r["status"] in FAILED_STATUSES:
             failures_in_a_row[key] += 1
             last_error[key] = r.get("error") or ""
@@ -267,11 +269,13 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
             durations.setdefault(key, []).append(r["finished_at"] - r["started_at"])
         latency = r.get("start_latency_s")
         if latency is not None and r.get("launch_round") == 1:
-            latencies.setdefault(key, []).append(float(latency))
+            # what one more launch costs: a wave of n that loads together costs each 1/n of it
+            latencies.setdefault(key, []).append(float(latency) / max(1, int(r.get("launched_with") or 1)))
     for key in keys:
         launch_s[key] = float(sum(latencies[key]) / len(latencies[key])) if latencies.get(key) else DEFAULT_LAUNCH_S
         round_s[key] = float(sum(durations[key]) / len(durations[key])) if durations.get(key) else DEFAULT_ROUND_S
-    spent_s = sum(hi - lo for lo, hi in spent.values() if hi > lo) + sum(launching.values())
+    spent_s = sum(hi - lo for lo, hi in spent.values() if hi > lo) \
+        + sum(hi - lo for lo, hi in launching.values() if hi > lo)
     return GroupState(rounds, len(epochs - lost), spent_s, launch_s, round_s,
                       failures_in_a_row, measured, last_error,
                       next_epoch=max(epochs) + 1 if epochs else 0, lost_epochs=len(lost))

@@ -30,6 +30,9 @@ class QueueSession:
     def alive(self) -> bool:
         return not self.closed
 
+    def ready(self, timeout_s: float) -> None:
+        pass
+
     def measure(self, job: WorkerJob, timeout_s: float) -> RunOutcome:
         self.rounds += 1
         self.platform.jobs.append(job)

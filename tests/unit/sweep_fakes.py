@@ -39,6 +39,13 @@ class FakeSession:
     def alive(self) -> bool:
         return not self.closed and self.ended is None
 
+    def ready(self, timeout_s: float) -> None:
+        self.platform.events.append(("ready", self.scenario.key))
+        if self.platform.ready_fails(self.launch_index):
+            self.close()
+            raise PlatformError("fake worker never ready")
+        self.facts.ready_wall = time.time()
+
     def measure(self, job: WorkerJob, timeout_s: float) -> RunOutcome:
         index = self.platform.calls
         self.platform.calls += 1
@@ -80,11 +87,16 @@ class FakePlatform(PlatformBase):
 
     def __init__(self, mean_ms: Callable[..., float] = lambda i, launch=0: 10.0,
                  outcome: Callable[[int], str] = lambda i: "ok", log: list | None = None,
-                 launch_fails: Callable[[int], bool] = lambda i: False) -> None:
+                 launch_fails: Callable[[int], bool] = lambda i: False,
+                 ready_fails: Callable[[int], bool] = lambda i: False,
+                 events: list | None = None) -> None:
         super().__init__()
         self.mean_ms = mean_ms
         self.outcome = outcome
         self.launch_fails = launch_fails
+        self.ready_fails = ready_fails  # by launch index: the worker starts, never says ready
+        #: ("open" | "ready", scenario key), in order; may be shared by several platforms
+        self.events = events if events is not None else []
         self.calls = 0
         self.launches = 0
         self.log = log if log is not None else []
@@ -94,6 +106,7 @@ class FakePlatform(PlatformBase):
         return None
 
     def open(self, scenario: Scenario, setup: SessionSetup) -> FakeSession:
+        self.events.append(("open", scenario.key))
         if self.launch_fails(self.launches):
             self.launches += 1
             raise PlatformError("fake launch failure")

@@ -163,3 +163,11 @@ def test_footprint_rows_of_one_deployment_say_what_sets_them_apart():
     cold = [dataclasses.replace(r, scenario=r.scenario.with_(page_cache=PageCache.COLD))
             for r in _with_footprint(synthetic_runs("BM/1/PIN/CPU", 12.0), 250_000, 250_000, 0.0, 0.5)]
     assert sorted(c.display for c in fp.costs(warm + cold)) == ["BM/1/PIN/CPU", "BM/1/PIN/CPU cold"]
+
+
+def test_start_latency_counts_only_launches_that_started_alone():
+    records = _with_footprint(synthetic_runs("BM/1/PIN/CPU", 10.0, runs=4), 250_000, 250_000, 0.0, 1.2)
+    for r in records[2:]:  # loaded beside three other sessions: 2.5 s is the wave's, not BM's
+        r.platform.update(start_latency_s=2.5, launched_with=4)
+    records[0].platform["launched_with"] = 1
+    assert fp.scenario_cost(records).start_latency_s == 1.2

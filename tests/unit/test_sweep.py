@@ -113,6 +113,43 @@ def test_block_order_is_seeded_and_reproducible(tmp_path):
     assert order(1, "a.db") == order(1, "b.db") != order(2, "c.db")
 
 
+def _launch_events(store, tmp_path, epoch, width, monkeypatch, first_never_ready=False):
+    import deploybench.execute as execute
+
+    monkeypatch.setattr(execute, "launch_width", lambda e, cpus: 1 if e == 0 else width)
+    events: list = []
+    fakes = [FakePlatform(events=events, ready_fails=lambda i, k=k: first_never_ready and k == 0)
+             for k in range(4)]
+    plan = planned(fakes, tmp_path, RULE)
+    out = run_block_set(BlockSet(tuple(p.contender() for p in plan), blocks=1, warmup_rounds=0,
+                                 epoch=epoch, study="s"), store.add)
+    return [kind for kind, _ in events], out, fakes
+
+
+def test_the_first_epoch_launches_one_session_at_a_time(store, tmp_path, monkeypatch):
+    kinds, out, _ = _launch_events(store, tmp_path, 0, 2, monkeypatch)
+    assert kinds == ["open", "ready"] * 4
+    assert {r.platform["launched_with"] for r in out.records} == {1}
+
+
+def test_later_epochs_start_sessions_in_waves_and_wait_for_each_wave(store, tmp_path, monkeypatch):
+    kinds, out, _ = _launch_events(store, tmp_path, 1, 2, monkeypatch)
+    # two start together and load side by side; the next two only once both are ready
+    assert kinds == ["open", "open", "ready", "ready"] * 2
+    assert [r.status for r in out.records] == ["ok"] * 4  # measured after every launch
+    assert {r.platform["launched_with"] for r in out.records} == {2}
+
+
+def test_a_session_of_a_wave_that_is_never_ready_is_a_failed_launch_and_the_rest_go_on(
+        store, tmp_path, monkeypatch):
+    kinds, out, fakes = _launch_events(store, tmp_path, 1, 4, monkeypatch, first_never_ready=True)
+    assert kinds == ["open"] * 4 + ["ready"] * 4
+    assert list(out.launch_failures.values()) == ["fake worker never ready"]
+    assert sorted(r.status for r in out.records) == ["failed", "ok", "ok", "ok"]
+    assert fakes[0].calls == 0 and all(f.calls == 1 for f in fakes[1:])
+    assert all(s.closed for f in fakes for s in f.sessions)
+
+
 def test_warmup_rounds_are_stored_but_never_averaged(store, tmp_path):
     # each launch's first round is 10x slower: the summary must not see it
     fake = FakePlatform()

@@ -188,14 +188,20 @@ def test_runs_stored_before_fingerprints_count_for_every_class():
     assert dataclasses.is_dataclass(BlockSetDone)
 
 
-def test_a_groups_spent_time_counts_its_launches_not_only_its_rounds(store):
+def test_a_groups_spent_time_counts_its_launches_once_per_epoch_not_only_its_rounds(store):
     run_sweep(plan(), store, study="s", executor=LocalExecutor())
     rows = store.study_runs("s")
     (group, *_) = make_groups(plan())
     keys_ = {m.key for m in group.members}
-    without = [dict(r, start_latency_s=None) for r in rows]
-    with_launches = [dict(r, start_latency_s=10.0) for r in rows]
+    first = {}
+    for r in rows:
+        first[r["repetition"]] = min(first.get(r["repetition"], r["started_at"]), r["started_at"])
+    without = [dict(r, launch_wall=None, ready_wall=None) for r in rows]
+    # every launch of an epoch loading together for the 10 s before its first round
+    together = [dict(r, launch_wall=first[r["repetition"]] - 10.0, ready_wall=first[r["repetition"]])
+                for r in rows]
     launches = {r["launch_id"] for r in rows if r["scenario_key"] in keys_ and r["launch_round"] == 1}
-    assert launches
-    spent = group_state(group, with_launches).spent_s - group_state(group, without).spent_s
-    assert spent == pytest.approx(10.0 * len(launches))
+    epochs = {r["repetition"] for r in rows if r["scenario_key"] in keys_}
+    assert len(launches) > len(epochs) > 0
+    spent = group_state(group, together).spent_s - group_state(group, without).spent_s
+    assert spent == pytest.approx(10.0 * len(epochs))  # a wave's 10 s once, not once per launch

@@ -537,7 +537,7 @@ def test_boot_times_and_the_guest_clock_offset_are_on_the_host_clock(tmp_path):
     console = _Console({"init": (1001.0, []), "switch-root": (1001.5, []), "worker-start": (1003.0, ["99.5"]),
                         "data-mount": (1003.1, ["ext4,/dev/vda"]), "clocksource-start": (1003.0, ["tsc"])})
     session = _session(tmp_path, console, _plan())
-    session._boot_facts()
+    session._after_ready()
     f = session.facts.details
     assert f["boot_userspace_s"] == 1.0 and f["boot_rootfs_s"] == 1.5 and f["worker_start_s"] == 3.0
     assert f["guest_clock_offset_s"] == 903.5

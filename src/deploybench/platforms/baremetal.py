@@ -65,14 +65,12 @@ class BareMetalSession(WorkerSession):
         session = cls(facts, folder, ledger)
         try:
             session._start(platform, limits, setup)
-            session.wait_ready(setup.launch_timeout_s)
-            session._throttle()
         except BaseException:
             session.close()
             raise
         return session
 
-    def _throttle(self) -> None:
+    def _after_ready(self) -> None:
         """Storage limits take effect once the worker is ready: ``storage = throttled`` is
         about the data the rounds read. A worker that started behind them read its Python
         modules through them too, and after a cold-cache round (``drop_caches`` evicts the

@@ -1,8 +1,11 @@
 """The platform seam: the Platform protocol, the PlatformSession it opens, and the values
 that cross it.
 
-A platform *launches* itself and a warm worker once (``open``: a cgroup and a process for BM,
-a container for CN, a guest for VM/MVM/VMCN) and returns a session. The session measures
+A platform *launches* itself and a worker once (``open``: a cgroup and a process for BM,
+a container for CN, a guest for VM/MVM/VMCN) and returns its session at once, still
+starting; ``ready`` waits until the worker is warm (its app and model loaded). The two steps
+are apart so that several sessions can start together, each loading while the others do
+(``execute.run_block_set``), instead of one after the other. The session measures
 *rounds* (``measure``: one LoadGen test in the warm worker, over the job channel), can be
 paused so that it costs the host nothing while other sessions are measured (``pause`` /
 ``resume``), and is always closed (``close``, idempotent; sessions are context managers).
@@ -172,6 +175,10 @@ class PlatformSession(Protocol):
     def alive(self) -> bool:
         """False once the worker or the platform is gone (a failed round ends a session)."""
 
+    def ready(self, timeout_s: float) -> None:
+        """Wait until the worker is warm, at most ``timeout_s`` after the launch began;
+        raises LaunchError (one line) having closed the session. Once, before any round."""
+
     def measure(self, job: WorkerJob, timeout_s: float) -> RunOutcome:
         """One round: ``job`` (its paths are filled in here) in the warm worker."""
 
@@ -208,8 +215,9 @@ class Platform(Protocol):
         what it depends on (runtimes, engines, KVM...)."""
 
     def open(self, scenario: Scenario, setup: SessionSetup) -> PlatformSession:
-        """Launch the platform and a warm worker; raises LaunchError/PlatformError (one
-        line) when it cannot, having removed whatever it had made."""
+        """Launch the platform and its worker and return the session, still starting
+        (``ready`` waits for it); raises LaunchError/PlatformError (one line) when it
+        cannot, having removed whatever it had made."""
 
 
 class PlatformBase:

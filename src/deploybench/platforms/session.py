@@ -89,6 +89,20 @@ class WorkerSession:
     def alive(self) -> bool:
         return self.ended is None and not self._closed and self._alive()
 
+    def _after_ready(self) -> None:
+        """The platform's own steps once its worker is warm (limits, boot facts)."""
+
+    def ready(self, timeout_s: float) -> None:
+        """Wait until the worker is warm, at most ``timeout_s`` after the launch began (so
+        sessions started together each get their own full timeout), then take the
+        platform's after-ready steps. Raises LaunchError (one line) having closed the session."""
+        try:
+            self.wait_ready(max(self.facts.launch_wall + timeout_s - time.time(), 0.0))
+            self._after_ready()
+        except BaseException:
+            self.close()
+            raise
+
     def wait_ready(self, timeout_s: float) -> None:
         """Wait for the worker's ``ready``; raise LaunchError (one line) when it fails."""
         assert self.channel is not None

@@ -634,8 +634,6 @@ class GuestSession(WorkerSession):
         session.vcpu_threads = {}
         try:
             session._start(platform, scenario, setup)
-            session.wait_ready(setup.launch_timeout_s)
-            session._boot_facts()
         except BaseException:
             session.close()
             raise
@@ -695,7 +693,7 @@ class GuestSession(WorkerSession):
         assert self.proc is not None
         return {str(k): thread_affinity(self.proc.pid, t) for k, t in self.vcpu_threads.items()}
 
-    def _boot_facts(self) -> None:
+    def _after_ready(self) -> None:  # the boot's facts, from the console's markers
         markers = self.console.markers if self.console is not None else {}
         launch = self.facts.launch_wall
         for name, key in (("init", "boot_userspace_s"), ("switch-root", "boot_rootfs_s"),

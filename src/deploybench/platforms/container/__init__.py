@@ -279,7 +279,6 @@ class ContainerSession(WorkerSession):
         session.launcher, session.spec = launcher, spec
         try:
             session._start(setup)
-            session.wait_ready(setup.launch_timeout_s)
         except BaseException:
             session.close()
             raise
