@@ -126,6 +126,13 @@ def _launch_events(store, tmp_path, epoch, width, monkeypatch, first_never_ready
     return [kind for kind, _ in events], out, fakes
 
 
+def test_a_wave_is_one_launch_in_the_first_epoch_and_as_many_as_the_cpus_after():
+    from deploybench.execute import launch_width
+
+    assert launch_width(0, 16) == 1 and launch_width(1, 16) == 16 and launch_width(5, 2) == 2
+    assert launch_width(3, 0) == 1  # never a wave of none
+
+
 def test_the_first_epoch_launches_one_session_at_a_time(store, tmp_path, monkeypatch):
     kinds, out, _ = _launch_events(store, tmp_path, 0, 2, monkeypatch)
     assert kinds == ["open", "ready"] * 4
