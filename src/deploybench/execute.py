@@ -381,7 +381,7 @@ def run_block_set(block_set: BlockSet, sink: Callable[[RunRecord], None], *,
                 sessions[contender.key] = session  # closed in the finally, ready or not
                 starting.append((contender, session, started))
             for contender, session, started in starting:
-                session.facts.details["launched_with"] = len(starting)
+                session.facts.launched_with = len(starting)
                 try:
                     session.ready(contender.settings.timeout_s)
                 except KeyboardInterrupt:

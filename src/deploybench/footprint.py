@@ -388,10 +388,21 @@ def scenario_cost(records: Sequence["RunRecord"]) -> ScenarioCost | None:
         outside_roles=tuple(roles), launcher=launcher_of(first))
 
 
+def launched_with(launch: Mapping[str, Any]) -> int:
+    """How many sessions started together with this launch (its stored facts), itself
+    included; 1 for a launch alone and for launches stored before waves."""
+    return max(1, int(launch.get("launched_with") or 1))
+
+
+def launch_cost_s(start_latency_s: float, launch: Mapping[str, Any]) -> float:
+    """What one more launch costs: a wave of n sessions that loaded together, 1/n of its time each."""
+    return float(start_latency_s) / launched_with(launch)
+
+
 def alone(record: "RunRecord") -> bool:
-    """Whether the record's launch started by itself (``launched_with`` 1): only such a
-    launch's start latency is the platform's own, not shared with sessions loading beside it."""
-    return int(record.platform.get("launched_with") or 1) == 1
+    """Whether the record's launch started by itself: only such a launch's start latency is
+    the platform's own, not shared with sessions loading beside it."""
+    return launched_with(record.platform) == 1
 
 
 def launcher_of(record: "RunRecord") -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import footprint
 from .execute import RunSettings
 from .platforms.base import PlatformOptions
 from .scenario import PlatformName, Scenario, Storage
@@ -187,9 +188,8 @@ def past_costs(store: Any, scenario: Scenario) -> tuple[list[float], list[float]
     for _, round_no, facts in rows:
         if round_no == 1:
             launch = json.loads(facts or "{}")
-            latency = launch.get("start_latency_s")
-            if latency is not None:  # a wave of n sessions that loaded together: 1/n each
-                launches.append(float(latency) / max(1, int(launch.get("launched_with") or 1)))
+            if launch.get("start_latency_s") is not None:
+                launches.append(footprint.launch_cost_s(launch["start_latency_s"], launch))
     return launches, rounds
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import stats
+from . import footprint, stats
 from .execute import BlockSet, Contender, RunSettings
 from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Scenario, Storage
 from .store import FAILED_STATUSES, LOST_STATUS, RunRecord, Store
@@ -269,8 +269,7 @@ def group_state(group: Group, rows: Sequence[dict[str, Any]]) -> GroupState:
             durations.setdefault(key, []).append(r["finished_at"] - r["started_at"])
         latency = r.get("start_latency_s")
         if latency is not None and r.get("launch_round") == 1:
-            # what one more launch costs: a wave of n that loads together costs each 1/n of it
-            latencies.setdefault(key, []).append(float(latency) / max(1, int(r.get("launched_with") or 1)))
+            latencies.setdefault(key, []).append(footprint.launch_cost_s(latency, r))
     for key in keys:
         launch_s[key] = float(sum(latencies[key]) / len(latencies[key])) if latencies.get(key) else DEFAULT_LAUNCH_S
         round_s[key] = float(sum(durations[key]) / len(durations[key])) if durations.get(key) else DEFAULT_ROUND_S

@@ -133,6 +133,8 @@ class LaunchFacts:
     ready_wall: float | None = None  # the worker said ready (app and model loaded, warmed up)
     #: the host cores the scenario was given (PIN), None when they float (VNL)
     pinned_cpus: list[int] | None = None
+    #: the sessions that started together with this one, itself included (1: alone)
+    launched_with: int = 1
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,7 +146,7 @@ class LaunchFacts:
         return {**self.details, "platform": self.platform, "launch_id": self.launch_id,
                 "channel": self.channel, "launch_wall": self.launch_wall,
                 "ready_wall": self.ready_wall, "start_latency_s": self.start_latency_s,
-                "pinned_cpus": self.pinned_cpus}
+                "pinned_cpus": self.pinned_cpus, "launched_with": self.launched_with}
 
 
 @dataclass
