@@ -1052,7 +1052,8 @@ def compare(
             rows.append({"a": comp.cell.display, "b": comp.baseline.display, "app": comp.cell.app,
                          "workload": comp.cell.workload_label, "host": comp.cell.host,
                          "verdict": r.verdict.value, "ratio": r.ratio, "ci": list(r.ci), "margin": r.margin,
-                         "confidence": 1 - r.alpha, "p_value": r.p_value, "tost_p_value": r.tost_p_value,
+                         "confidence": 1 - r.alpha, "p_value": r.p_value, "beyond_p_value": r.beyond_p_value,
+                         "tost_p_value": r.tost_p_value, "adjusted_p_value": r.adjusted_p_value,
                          "launch_pairs": r.launch_pairs, "blocks": r.blocks, "basis": r.basis,
                          "mean_a_ms": comp.cell.summary.e2e_mean_ms, "mean_b_ms": comp.baseline.summary.e2e_mean_ms,
                          "text": comp.text, "sentence": comp.sentence(len(comparisons))})

@@ -3,7 +3,7 @@ launch effects, round noise and outlier rounds, raced to a decision with the def
 of at most 10 launch epochs (blocks per launch chosen by the planner, 3 to 8).
 
 These are the guards of the decisive-answers issue: A/A studies rarely end faster/slower,
-a true 10% difference is found, a 3% one is never called the wrong way, the selection among
+a true 10% difference is found, a 3% one is never called faster or slower, the selection among
 five scenarios is correct, and the CI of the paired estimate covers the truth.
 """
 from __future__ import annotations
@@ -42,15 +42,16 @@ def test_aa_studies_rarely_end_faster_or_slower_and_mostly_end_equivalent():
 @pytest.mark.parametrize("ratio, expected", [(1.10, Verdict.SLOWER), (1 / 1.10, Verdict.FASTER)])
 def test_a_true_ten_percent_difference_is_found_with_the_default_budget(ratio, expected):
     counts = verdicts(ratio)
-    assert counts[expected] >= 0.8 * STUDIES  # measured: 199 and 197 of 200
+    assert counts[expected] >= 0.8 * STUDIES  # measured: 194 and 195 of 200
     assert counts[Verdict.FASTER if expected is Verdict.SLOWER else Verdict.SLOWER] == 0
 
 
-def test_a_true_three_percent_difference_is_never_called_the_wrong_way():
+def test_a_true_three_percent_difference_is_never_called_faster_or_slower():
+    """Faster/slower claim a difference beyond the margin; 3% is within it. (When the
+    estimate alone had to lie beyond the margin, 22 of these 200 ended "slower".)"""
     counts = verdicts(1.03, margin=0.05)
-    assert counts[Verdict.FASTER] == 0
-    # equivalent (within 5%) or slower (it is): measured 142 + 22 of 200, 36 undecided
-    assert counts[Verdict.EQUIVALENT] + counts[Verdict.SLOWER] >= 0.75 * STUDIES
+    assert counts[Verdict.FASTER] + counts[Verdict.SLOWER] == 0
+    assert counts[Verdict.EQUIVALENT] >= 0.65 * STUDIES  # measured: 143 of 200, 57 undecided
 
 
 def test_racing_stops_early_when_the_difference_is_large():
@@ -142,8 +143,8 @@ def test_more_blocks_per_launch_when_launches_hardly_differ():
 
 
 def test_a_claim_out_of_reach_of_the_epochs_left_stops_keeping_its_scenarios_running():
-    # A vs B sits on the 2% margin (13 more epochs projected), C vs B is 20% apart (1 more)
-    study = SimulatedStudy({"A": 15.0 * 1.02, "B": 15.0, "C": 18.0}, seed=6)
+    # A vs B is 1% apart against a 2% margin (46 more epochs projected), C vs B 20% (1 more)
+    study = SimulatedStudy({"A": 15.0 * 1.01, "B": 15.0, "C": 18.0}, seed=6)
     for _ in range(3):
         study.run_epoch(["A", "B", "C"], 3)
     claims = [("A", "B"), ("C", "B")]

@@ -116,18 +116,18 @@ def test_overhead_compares_only_the_same_cores_mode_and_workload():
 def test_the_judge_corrects_the_report_claims_as_one_family():
     """A claim that stands alone at p < 0.05 does not survive among many null comparisons."""
     records = (synthetic_runs("BM/2/PIN/CPU", 100.0, runs=3, run_means=[100.0, 100.0, 100.0])
-               + synthetic_runs("CN/2/PIN/CPU", 108.0, runs=3, run_means=[106.0, 110.0, 108.0]))
+               + synthetic_runs("CN/2/PIN/CPU", 115.0, runs=3, run_means=[113.0, 117.0, 115.0]))
     for cores in (1, 4, 8, 16):
         records += synthetic_runs(f"BM/{cores}/PIN/CPU", 100.0, runs=3, run_cv=0.05)
         records += synthetic_runs(f"CN/{cores}/PIN/CPU", 100.0, runs=3, run_cv=0.05)
     cells = build_cells(records)
     judge = Judge()
     alone = next(o for o in overheads(cells, judge) if o.cell.name == "CN/2/PIN/CPU")
-    assert alone.verdict is SLOWER and alone.result.p_value < 0.05
+    assert alone.verdict is SLOWER and alone.result.beyond_p_value < 0.05
     judge.decide()
     together = next(o for o in overheads(cells, judge) if o.cell.name == "CN/2/PIN/CPU")
     assert judge.family_size == 5
-    assert together.result.adjusted_p_value > alone.result.p_value
+    assert together.result.adjusted_p_value > alone.result.beyond_p_value
     assert together.verdict is UNDECIDED
 
 

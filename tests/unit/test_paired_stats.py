@@ -117,6 +117,24 @@ def test_a_significant_difference_within_the_margin_is_not_called_slower():
     assert c.p_value < 0.001 and c.verdict is Verdict.EQUIVALENT
 
 
+def test_slower_needs_the_whole_interval_beyond_the_margin_not_just_the_estimate():
+    """The CI failure of the core 0 / core 1 A/A test: 1.051x, 95% CI 1.016..1.087 over 3
+    launch pairs. The data say core 0 is slower, not that it is slower by more than 5%."""
+    logs = [[0.035, 0.036, 0.034], [0.050, 0.049, 0.051], [0.065, 0.066, 0.064]]
+    c = compare_paired(blocks_from(logs), margin=0.05)
+    lo, hi = c.ci
+    assert 1.0 < lo < 1.05 < c.ratio < hi
+    assert c.p_value < 0.05 and c.beyond_p_value > 0.05
+    assert c.verdict is Verdict.UNDECIDED
+    # the same spread around 1.15: the whole interval is beyond the margin
+    far = compare_paired(blocks_from([[d + 0.09 for d in x] for x in logs]), margin=0.05)
+    assert far.ci[0] > 1.05 and far.verdict is Verdict.SLOWER
+    assert far.adjusted_p_value == pytest.approx(far.beyond_p_value)
+    # beyond_p_value is below alpha exactly when the (1-alpha) CI clears the margin
+    t = scipy_stats.t.cdf(-(far.log_ratio - math.log(1.05)) / far.log_se, far.df)
+    assert far.beyond_p_value == pytest.approx(2 * t)
+
+
 def test_a_wide_interval_beyond_the_margin_is_undecided():
     c = compare_paired(blocks_from([[0.30], [-0.05], [0.10]]))
     assert c.ratio > 1.05 and c.ci[0] < 1 and c.verdict is Verdict.UNDECIDED
@@ -183,8 +201,8 @@ def test_holm_matches_a_hand_worked_example():
 
 
 def test_claims_that_hold_alone_can_fail_together():
-    def slower(shift):  # about 10% slower, p about 0.04 each
-        return compare_paired(blocks_from([[0.10 + shift], [0.065 + shift], [0.135 + shift]]))
+    def slower(shift):  # about 16% slower: beyond the 5% margin at p about 0.04 each
+        return compare_paired(blocks_from([[0.15 + shift], [0.115 + shift], [0.185 + shift]]))
     family = [slower(0.0), slower(0.003), slower(-0.003)]
     assert all(c.verdict is Verdict.SLOWER for c in family)
     assert all(0.0167 < c.claim_p_value < 0.05 for c in family)
@@ -305,6 +323,15 @@ def test_outlook_projects_the_epochs_a_decision_needs():
     half = lambda k: scipy_stats.t.ppf(0.95, k - 1) * math.sqrt(var / k)  # noqa: E731
     gap = c.log_margin - abs(c.log_ratio)
     assert half(total) < gap and (total - 1 <= c.launch_pairs or half(total - 1) >= gap)
+    # beyond the margin: the two-sided CI must clear the margin, not just 1
+    wide = compare_paired(blocks_from([[0.20, 0.21, 0.20], [0.02, 0.03, 0.02], [0.12, 0.11, 0.12]]))
+    assert wide.verdict is Verdict.UNDECIDED and wide.log_ratio > wide.log_margin
+    w = outlook(wide, blocks_per_launch=3, level=0.05)
+    w_total = wide.launch_pairs + w.more_epochs
+    w_var = wide.between_var + wide.within_var / 3
+    w_half = lambda k: scipy_stats.t.ppf(0.975, k - 1) * math.sqrt(w_var / k)  # noqa: E731
+    w_gap = wide.log_ratio - wide.log_margin
+    assert w_half(w_total) < w_gap and (w_total - 1 <= wide.launch_pairs or w_half(w_total - 1) >= w_gap)
     # a rival 10% faster than the selected best can never be cleared against it
     faster = compare_paired(blocks_from([[-0.10, -0.11, -0.10], [-0.12, -0.11, -0.12], [-0.09, -0.1, -0.1]]))
     gone = outlook(faster, blocks_per_launch=3, level=0.05, test="clearance")
