@@ -22,7 +22,7 @@ demo: install
 
 # Unit and integration tests (integration launches real cgroups, runtimes and guests).
 test: install
-	$(PY) -m pytest -m "integration or not integration" tests
+	$(PY) -m pytest -m "integration or not integration" --durations=15 tests
 
 test-unit: install
 	$(PY) -m pytest tests/unit

@@ -1,5 +1,5 @@
 """Capacity on real BM and CN (IC tiny, one pinned core): the search finds a rate at which
-LoadGen's Server run is VALID with p99 (queue included) within the SLO, and at 1.25 times
+LoadGen's Server run is VALID with p95 (queue included) within the SLO, and at 1.25 times
 that rate a probe is INVALID or over the SLO (checked in a fresh session, right after a probe
 at the rate itself); probes are stored runs with their rate, the bracket is repeated on a
 second launch, and the CLI prints the answer -- for a user's own app too."""
@@ -22,9 +22,12 @@ from tests.conftest import open_session
 
 pytestmark = pytest.mark.usefixtures("needs_cgroups")
 # 250 ms: this 2-core host is shared with other engineers' test runs, whose CPU-bound
-# processes land on the pinned core too and put tails of 100-200 ms into any round
-CRITERIA = cap.Criteria(slo_ms=250.0, percentile=99.0)
-REQUESTS = cap.default_requests(99.0)
+# processes land on the pinned core too and put tails of 100-200 ms into any round.
+# p95 (130 requests a probe, LoadGen's minimum there) rather than p99 (662): the search and
+# its check are the same, in a fifth of the time (at p99 a probe took 7-10 s on a slow day,
+# and the pair of tests up to 9 min of a 20 min suite)
+CRITERIA = cap.Criteria(slo_ms=250.0, percentile=95.0)
+REQUESTS = cap.default_requests(95.0)
 
 
 def _platform(name):
@@ -49,7 +52,7 @@ def _search(name, platform, scenario, ic_data, store):
     assert answer.capacity_qps is not None, f"{answer.statement()} ({busy})"
     assert {r.scenario.target_qps for r in probes} == {p.rate_qps for p in answer.probes}
     assert len({r.launch_id for r in probes}) >= 2, f"the bracket was not repeated on another launch ({busy})"
-    # at the found rate: every probe passed, LoadGen VALID and p99 (queue included) <= the SLO
+    # at the found rate: every probe passed, LoadGen VALID and p95 (queue included) <= the SLO
     at_capacity = [r for r in probes if r.scenario.target_qps == answer.capacity_qps]
     for record in at_capacity:
         verdict = cap.judge(record, CRITERIA)
@@ -85,9 +88,9 @@ def _check(name, platform, scenario, answer, ic_data, store):
                 verdicts.append(cap.judge(record, CRITERIA))
             pairs.append(verdicts)
             print(f"{name} pair {attempt + 1}: {at.target_qps:g} qps "
-                  f"{'pass' if verdicts[0].passed else 'FAIL'} (p99 {verdicts[0].latency_ms:.1f} ms), "
+                  f"{'pass' if verdicts[0].passed else 'FAIL'} (p95 {verdicts[0].latency_ms:.1f} ms), "
                   f"{over.target_qps:g} qps {'pass' if verdicts[1].passed else 'FAIL'} "
-                  f"(p99 {verdicts[1].latency_ms:.1f} ms, LoadGen {'VALID' if verdicts[1].loadgen_valid else 'INVALID'})")
+                  f"(p95 {verdicts[1].latency_ms:.1f} ms, LoadGen {'VALID' if verdicts[1].loadgen_valid else 'INVALID'})")
             if verdicts[0].passed and not verdicts[1].passed:
                 break
             if len(pairs) >= 2 and [v.passed for v in pairs[-2]] == [v.passed for v in pairs[-1]]:
