@@ -89,6 +89,9 @@ def old_way(pool: dict[str, Contender], margin: float, alpha: float, max_runs: i
             out = run_block_set(BlockSet((pool[name],), blocks=1, warmup_rounds=0, epoch=epoch,
                                          seed=epoch), lambda record: None)
             launches += 1
+            failed = [r for r in out.records if r.status not in ("ok", "warmup")]
+            if failed:
+                raise SystemExit(f"old way: {name} {failed[0].status}: {failed[0].error}")
             for r in out.records:
                 if r.status == "ok":
                     means[name].append(r.summary["e2e_mean_ms"])
@@ -122,6 +125,10 @@ def new_way(pool: dict[str, Contender], margin: float, alpha: float, max_epochs:
                              warmup_rounds=1, epoch=epoch, seed=epoch)
         out = run_block_set(block_set, lambda record: None)
         launches += len(plan.active)
+        failed = [r for r in out.records if r.status not in ("ok", "warmup")]
+        if failed:
+            raise SystemExit(f"new way, epoch {epoch}: {failed[0].scenario.name} {failed[0].status}: "
+                             f"{failed[0].error}")
         for r in out.records:
             name = r.scenario.name
             if r.launch_round == 1 and r.platform.get("start_latency_s") is not None:

@@ -6,7 +6,8 @@ The model (all effects multiplicative, so on the log scale they add):
 
 - host drift: a random walk of the host's speed, one step per block (sd ``drift_step``)
   and a smaller one per round within a block (``round_drift``), shared by every scenario;
-- launch effect: each launch of a scenario draws a factor, sd ``launch_sd`` (a few %);
+- launch effect: each launch of a scenario draws a factor, sd ``launch_sd`` (a few %), or
+  the scenario's own in ``launch_sd_of`` (unequal launch variances);
 - round noise: each round draws a factor, sd ``round_sd``;
 - outliers: a round is, with probability ``outlier_rate``, ``outlier_factor`` times slower
   (uniform in that range).
@@ -37,6 +38,7 @@ class HostModel:
     round_sd: float = 0.01
     outlier_rate: float = 0.03
     outlier_factor: tuple[float, float] = (1.5, 3.0)
+    launch_sd_of: tuple[tuple[str, float], ...] = ()  # (scenario, its launch sd)
 
 
 @dataclass
@@ -57,7 +59,8 @@ class SimulatedStudy:
         """Launch every scenario in ``active`` once and run ``blocks`` blocks of them."""
         m, rng = self.model, self.rng
         names = list(active)
-        launch_effect = rng.normal(0.0, m.launch_sd, len(names))
+        own = dict(m.launch_sd_of)
+        launch_effect = rng.normal(0.0, 1.0, len(names)) * np.array([own.get(n, m.launch_sd) for n in names])
         n = len(names) * blocks
         noise = rng.normal(0.0, m.round_sd, n)
         wander = rng.normal(0.0, m.round_drift, n)
