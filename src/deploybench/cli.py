@@ -1099,10 +1099,14 @@ def recommend(
         raise CliError(f"no successful E2E runs in {db}" + (f" for app {app_name}" if app_name else "")
                        + ": nothing to recommend (run `deploybench run ...` or a study first)")
     if as_json:
+        # a workload where no scenario qualifies (all TCG-emulated, or none meets the
+        # constraints) has nothing to decide: listed apart, not a null pick or an open decision
+        chosen = [r for r in recs if r.best is not None]
         typer.echo(json.dumps({
             "app": app_name, "constraints": constraints.describe(), "margin": margin / 100,
-            "confidence": confidence, "decided": all(r.decided for r in recs),
-            "best": [r.to_json()["recommended"] for r in recs],
+            "confidence": confidence, "decided": bool(chosen) and all(r.decided for r in chosen),
+            "best": [r.to_json()["recommended"] for r in chosen],
+            "no_candidate": [r.workload for r in recs if r.best is None],
             "undecided_pairs": [p for r in recs for p in r.to_json()["undecided_pairs"]],
             "recommendations": [r.to_json() for r in recs]}, indent=1, default=lambda v: None))
         return

@@ -177,6 +177,14 @@ def test_cli_recommend_says_the_decision_and_its_confidence(db):
     [rec] = data["recommendations"]
     assert rec["fastest"] == "BM/2/PIN/CPU" and rec["probability_correct_selection"] is None
 
+def test_cli_recommend_json_lists_workloads_without_a_candidate_apart_not_as_a_null_pick(db):
+    result = CliRunner().invoke(app, ["recommend", "--db", str(db), "--json", "--latency-slo-ms", "0.01"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["best"] == [] and data["decided"] is False
+    assert data["no_candidate"] == ["ic (tiny, torch, 32 req)"]
+
+
 
 def test_cli_recommend_refuses_bad_constraints_and_empty_stores_in_one_line(db, tmp_path):
     result = CliRunner().invoke(app, ["recommend", "--db", str(db), "--slo-percentile", "95"])
