@@ -54,6 +54,14 @@ def contenders(requests: int, data_dir: Path) -> dict[str, Contender]:
     return out
 
 
+def stop_on_failure(records, way: str) -> None:
+    """A launch or round that failed ends the benchmark with its error: neither way can
+    decide without measurements, and the old way would otherwise launch for ever."""
+    for r in records:
+        if r.status not in ("ok", "warmup"):
+            raise SystemExit(f"{way}: {r.scenario.name} {r.status}: {r.error}")
+
+
 # -- the old way ------------------------------------------------------------------------------
 def welch_cleared(y: list[float], x: list[float], margin: float, level: float) -> tuple[bool, float]:
     """Is rival y (run means) cleared against the best x: the one-sided (1 - level) lower
@@ -89,9 +97,7 @@ def old_way(pool: dict[str, Contender], margin: float, alpha: float, max_runs: i
             out = run_block_set(BlockSet((pool[name],), blocks=1, warmup_rounds=0, epoch=epoch,
                                          seed=epoch), lambda record: None)
             launches += 1
-            failed = [r for r in out.records if r.status not in ("ok", "warmup")]
-            if failed:
-                raise SystemExit(f"old way: {name} {failed[0].status}: {failed[0].error}")
+            stop_on_failure(out.records, "old way")
             for r in out.records:
                 if r.status == "ok":
                     means[name].append(r.summary["e2e_mean_ms"])
@@ -125,10 +131,7 @@ def new_way(pool: dict[str, Contender], margin: float, alpha: float, max_epochs:
                              warmup_rounds=1, epoch=epoch, seed=epoch)
         out = run_block_set(block_set, lambda record: None)
         launches += len(plan.active)
-        failed = [r for r in out.records if r.status not in ("ok", "warmup")]
-        if failed:
-            raise SystemExit(f"new way, epoch {epoch}: {failed[0].scenario.name} {failed[0].status}: "
-                             f"{failed[0].error}")
+        stop_on_failure(out.records, f"new way, epoch {epoch}")
         for r in out.records:
             name = r.scenario.name
             if r.launch_round == 1 and r.platform.get("start_latency_s") is not None:

@@ -974,9 +974,10 @@ def outlook(comparison: PairedComparison, *, blocks_per_launch: int, level: floa
     far had that many blocks too). ``test`` "verdict": the smallest total K with the
     (1-level) CI wholly beyond the margin when the estimate is beyond it, or the (1-2 level) CI
     inside the margin when it is within. ``test`` "clearance": the one-sided bound against
-    a being faster than b beyond the margin (see :func:`select_best`), with the selection's
-    ``pooled`` launch variance, its degrees of freedom growing epoch by epoch as they have
-    so far, when given.
+    a being faster than b beyond the margin (see :func:`select_best`), with the variance
+    and degrees of freedom :func:`clearance_p_value` takes from the selection's ``pooled``
+    launch variance when given (the degrees of freedom growing epoch by epoch as they have
+    so far).
     """
     c, k = comparison, comparison.launch_pairs
     floor = max(1, c.min_launches - k)
@@ -996,8 +997,8 @@ def outlook(comparison: PairedComparison, *, blocks_per_launch: int, level: floa
     if gap <= 0:
         return PairOutlook(c.a, c.b, test, None, None, "out of reach")
     df_at: Callable[[int], float] = lambda total: total - 1
-    if test == "clearance" and pooled is not None:
-        var, df_at = pooled.log_var, pooled.df_at
+    if test == "clearance" and pooled is not None:  # the variance clearance_p_value takes
+        var, df_at = max(pooled.log_var, c.log_se ** 2 * k), pooled.df_at
     for total in range(max(k + 1, c.min_launches, 2), k + max_epochs + 1):
         if _t_quantile(df_at(total), quantile) * math.sqrt(var / total) < gap:
             more = total - k
@@ -1058,8 +1059,9 @@ def pooled_launch_variance(comparisons: Sequence[PairedComparison]) -> PooledVar
     freedom, is the estimate. Its degrees of freedom are the two-way model's residual ones,
     (epochs - 1)(scenarios - 1) when all ran every epoch: with K scenarios the K(K-1)/2
     pairs share their data, so their degrees of freedom add up to K/2 times that, and the
-    sum is divided by K/2 (in a balanced design exactly the two-way ANOVA's mean square;
-    after racing drops scenarios, fewer than the two-way fit's own count, so conservative).
+    sum is divided by K/2 (in a balanced design exactly the two-way ANOVA's mean square and
+    degrees of freedom; in the racing designs worked out, where some scenarios stop after
+    the first epochs, fewer degrees of freedom than the two-way fit's own count).
 
     Why: a selection's clearances each use alpha/(k-1) one-sided; on a pair's own variance
     with 3 launch pairs that is a t quantile at 2 degrees of freedom (6.2 for 5 scenarios),
