@@ -975,7 +975,7 @@ def outlook(comparison: PairedComparison, *, blocks_per_launch: int, level: floa
     (1-level) CI wholly beyond the margin when the estimate is beyond it, or the (1-2 level) CI
     inside the margin when it is within. ``test`` "clearance": the one-sided bound against
     a being faster than b beyond the margin (see :func:`select_best`), with the variance
-    and degrees of freedom :func:`clearance_p_value` takes from the selection's ``pooled``
+    and degrees of freedom :func:`clearance_p_value` takes from the rival's ``pooled``
     launch variance when given (the degrees of freedom growing epoch by epoch as they have
     so far).
     """
@@ -1024,8 +1024,9 @@ def blocks_per_launch(between_var: float, within_var: float, launch_s: float, ro
 
 @dataclass(frozen=True)
 class PooledVariance:
-    """The variance of one launch pair's mean log-ratio, pooled over every pair of a
-    selection's scenarios (see :func:`pooled_launch_variance`), with its degrees of freedom."""
+    """The variance of one launch pair's mean log-ratio, pooled over pairs of a
+    selection's scenarios (see :func:`pooled_launch_variance` and :func:`clearance_pool`),
+    with its degrees of freedom."""
 
     log_var: float
     df: float
@@ -1077,8 +1078,7 @@ def pooled_launch_variance(comparisons: Sequence[PairedComparison]) -> PooledVar
 
     Only comparisons over >= 2 launch pairs count; None when there are none.
     """
-    usable = [c for c in comparisons if c.basis == "launch pairs" and c.launch_pairs >= 2
-              and math.isfinite(c.log_se)]
+    usable = [c for c in comparisons if _usable_for_pooling(c)]
     if not usable:
         return None
     dfs = np.array([c.launch_pairs - 1 for c in usable], dtype=float)
@@ -1089,16 +1089,55 @@ def pooled_launch_variance(comparisons: Sequence[PairedComparison]) -> PooledVar
                           max(c.launch_pairs for c in usable))
 
 
+#: a scenario whose launches look more than this many times as variable (variance; twice
+#: the sd) as the more variable of a pair's two stays out of that pair's pool
+NOISIER_FACTOR = 4.0
+
+
+def _usable_for_pooling(c: PairedComparison) -> bool:
+    return c.basis == "launch pairs" and c.launch_pairs >= 2 and math.isfinite(c.log_se)
+
+
+def clearance_pool(comparisons: Sequence[PairedComparison], a: str, b: str) -> PooledVariance | None:
+    """The launch variance one clearance (a against b) pools: :func:`pooled_launch_variance`
+    over the pairs among a, b and every other scenario whose launches do not look more
+    than NOISIER_FACTOR times as variable as the more variable of a and b.
+
+    A scenario's spread is the median, over its pairs, of a launch pair's variance: a
+    scenario much noisier than the rest shows it in all its pairs, a quiet one in at most
+    the pairs it shares with noisy ones. Why: one noisy scenario takes part in K-1 of the
+    K(K-1)/2 pairs, so with every pair pooled it raised every clearance's variance. On
+    this host, IC tiny on BM/2/PIN beside a duty-cycling neighbour had a launch-pair sd of
+    about 34% against a few % for the 1-core scenarios, and two of those stayed uncleared
+    for 20 epochs while their own pairs' CIs (0.995..1.011 and 1.019..1.052 against the
+    pick, margin 0.952) would have cleared them. A noisier scenario that is
+    one of the pair is always in; the clearance never takes less than its own pair's
+    variance (:func:`clearance_p_value`)."""
+    usable = [c for c in comparisons if _usable_for_pooling(c)]
+    spread: dict[str, list[float]] = {}
+    for c in usable:
+        v = c.log_se ** 2 * c.launch_pairs
+        spread.setdefault(c.a, []).append(v)
+        spread.setdefault(c.b, []).append(v)
+    median = {s: float(np.median(v)) for s, v in spread.items()}
+    if a not in median or b not in median:
+        return pooled_launch_variance(usable)
+    cap = NOISIER_FACTOR * max(median[a], median[b])
+    keep = {a, b} | {s for s, v in median.items() if v <= cap}
+    return pooled_launch_variance([c for c in usable if c.a in keep and c.b in keep])
+
+
 def clearance_p_value(comparison: PairedComparison, pooled: PooledVariance | None) -> float:
     """The one-sided p-value against "a is faster than b beyond the margin" (a/b <=
     1/(1+m)); 1 with fewer than min_launches launch pairs or no estimate.
 
-    With ``pooled`` (the selection's launch variance), the test takes the pooled degrees of
-    freedom and the larger of the pooled variance and the pair's own: pooling lends the
-    pair the other pairs' degrees of freedom, never a smaller variance than its own data
-    show. Without the second half, a scenario whose launches vary three times as much as
-    the others' (nine times the variance) would be wrongly selected in up to 8% of the
-    simulated studies; with it, at most 5% (tests/unit/test_decisions.py)."""
+    With ``pooled`` (the launch variance :func:`clearance_pool` pools for it), the test
+    takes the pooled degrees of freedom and the larger of the pooled variance and the
+    pair's own: pooling lends the pair the other pairs' degrees of freedom, never a smaller
+    variance than its own data show. Without the second half, a scenario whose launches
+    vary three times as much as the others' (nine times the variance) would be wrongly
+    selected in up to 8% of the simulated studies; with it, at most 5%
+    (tests/unit/test_decisions.py)."""
     c = comparison
     if c.basis != "launch pairs" or c.launch_pairs < c.min_launches or not math.isfinite(c.log_ratio):
         return 1.0
@@ -1112,13 +1151,15 @@ def clearance_p_value(comparison: PairedComparison, pooled: PooledVariance | Non
 class Rival:
     """Another scenario against the selected best: ``comparison`` is rival (a) against
     best (b), its verdict Holm-corrected over the selection's family; ``cleared`` says the
-    rival is not faster than the best beyond the margin (one-sided, with the selection's
-    pooled launch variance, Bonferroni over the family: ``cleared_p_value`` is that p-value
-    times the number of rivals, capped at 1)."""
+    rival is not faster than the best beyond the margin (one-sided, with the launch
+    variance ``pooled`` for it by :func:`clearance_pool`, Bonferroni over the family:
+    ``cleared_p_value`` is that p-value times the number of rivals, capped at 1)."""
 
     comparison: PairedComparison
     cleared: bool
     cleared_p_value: float
+    #: the launch variance the clearance pooled (:func:`clearance_pool`; None: none yet)
+    pooled: PooledVariance | None = None
 
     @property
     def name(self) -> str:
@@ -1127,12 +1168,14 @@ class Rival:
     def to_json(self) -> dict[str, Any]:
         return {"scenario": self.name, "cleared": self.cleared,
                 "cleared_p_value": _finite(self.cleared_p_value),
+                "pooled": self.pooled.to_json() if self.pooled else None,
                 "comparison": self.comparison.to_json()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Rival":
+        pooled = data.get("pooled")
         return cls(PairedComparison.from_json(data["comparison"]), bool(data["cleared"]),
-                   _float(data["cleared_p_value"]))
+                   _float(data["cleared_p_value"]), PooledVariance.from_json(pooled) if pooled else None)
 
 
 @dataclass(frozen=True)
@@ -1145,8 +1188,6 @@ class Selection:
     rivals: tuple[Rival, ...]
     margin: float
     alpha: float
-    #: the launch variance the clearances use (None: fewer than two launch pairs anywhere)
-    pooled: PooledVariance | None = None
 
     @property
     def decided(self) -> bool:
@@ -1176,17 +1217,15 @@ class Selection:
                 "decided": self.decided, "undecided_pairs": [list(p) for p in self.undecided_pairs],
                 "guaranteed_pcs": self.guaranteed_pcs, "attained_pcs": self.attained_pcs,
                 "margin": self.margin, "alpha": self.alpha,
-                "pooled": self.pooled.to_json() if self.pooled else None,
                 "rivals": [r.to_json() for r in self.rivals]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Selection":
         if data.get("schema") != 1:
             raise ValueError(f"unsupported selection schema {data.get('schema')!r} (expected 1)")
-        pooled = data.get("pooled")
         return cls(data.get("best"), tuple(data["scenarios"]),
                    tuple(Rival.from_json(r) for r in data["rivals"]), float(data["margin"]),
-                   float(data["alpha"]), PooledVariance.from_json(pooled) if pooled else None)
+                   float(data["alpha"]))
 
 
 def _pair_comparisons(rounds: Sequence[Round], names: Sequence[str], **options: Any
@@ -1244,10 +1283,10 @@ def select_best(rounds: Sequence[Round], scenarios: Sequence[str], *,
     log(mu_X / mu_B) is below log(1+m), so X is correct. This holds however X was chosen
     from the data, which is why the clearance uses Bonferroni and not Holm (with Holm, the
     last test of a data-chosen X would face alpha itself). The clearances' standard
-    errors use the launch variance pooled over every pair of the scenarios
-    (:func:`pooled_launch_variance`). Assumptions: the launch pairs are independent with
-    approximately normal mean log-ratios (the t test), of one variance for all scenarios
-    (the pooling: the simulated studies measure what unequal ones cost); the quantity
+    errors use the launch variance pooled over the pairs of the scenarios, leaving out any
+    scenario much noisier than the pair's two (:func:`clearance_pool`). Assumptions: the launch pairs are independent with
+    approximately normal mean log-ratios (the t test), of one variance for the scenarios
+    pooled (the simulated studies measure what unequal ones cost); the quantity
     compared is the expected log-ratio over launches on this host; one look at the data.
     Racing looks again after each launch epoch and does not correct for it: the simulated
     studies in tests/unit/test_decisions.py measure what that costs.
@@ -1267,13 +1306,14 @@ def select_best(rounds: Sequence[Round], scenarios: Sequence[str], *,
         return Selection(None, tuple(names), (), margin, alpha)
     versus = [pairs[(y, best)] for y in names if y != best]
     decided = decide_family(versus)
-    pooled = pooled_launch_variance([pairs[(x, y)] for i, x in enumerate(names) for y in names[i + 1:]])
+    every_pair = [pairs[(x, y)] for i, x in enumerate(names) for y in names[i + 1:]]
     k_rivals = len(versus)
     rivals = []
     for comparison in decided:
+        pooled = clearance_pool(every_pair, comparison.a, comparison.b)
         p_adj = min(1.0, clearance_p_value(comparison, pooled) * k_rivals)
-        rivals.append(Rival(comparison, p_adj < alpha, p_adj))
-    return Selection(best, tuple(names), tuple(rivals), margin, alpha, pooled)
+        rivals.append(Rival(comparison, p_adj < alpha, p_adj, pooled))
+    return Selection(best, tuple(names), tuple(rivals), margin, alpha)
 
 
 # -- racing: what the next launch epoch measures -----------------------------------------
@@ -1406,7 +1446,7 @@ def plan_epoch(rounds: Sequence[Round], scenarios: Sequence[str],
         blocks = min_blocks
     k_rivals = max(1, len(selection.rivals))
     outlooks = [outlook(r.comparison, blocks_per_launch=blocks, level=alpha / k_rivals,
-                        test="clearance", pooled=selection.pooled) for r in uncleared]
+                        test="clearance", pooled=r.pooled) for r in uncleared]
     claim_outlooks = [outlook(c, blocks_per_launch=blocks, level=alpha / max(1, len(claim_results)))
                       for c in pending_claims]
     outlooks += claim_outlooks

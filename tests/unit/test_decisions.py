@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from deploybench.stats import (EpochPlan, PairedComparison, PooledVariance, Round, Verdict,
-                               clearance_p_value, compare_rounds, plan_epoch,
+                               clearance_p_value, clearance_pool, compare_rounds, plan_epoch,
                                pooled_launch_variance)
 
 from .simulate import LAUNCH_S, MAX_EPOCHS, ROUND_S, HostModel, SimulatedStudy, race
@@ -84,7 +84,7 @@ def test_selection_among_five_picks_one_within_the_margin_of_the_best():
         correct += factors[plan.selection.best] <= 1.05
         decided += plan.selection.decided
     assert correct >= 0.95 * STUDIES  # measured: 200 of 200
-    assert decided >= 0.9 * STUDIES  # measured: 196 of 200 (197 before the pooled variance)
+    assert decided >= 0.9 * STUDIES  # measured: 197 of 200 (196 pooling every pair, 197 on each pair's own)
 
 
 @pytest.mark.parametrize("launch_sd", [0.04, 0.06])
@@ -111,7 +111,7 @@ def test_a_selection_among_scenarios_within_a_few_percent_is_decided_in_about_fo
     """Four scenarios within 3% of one another (IC tiny's 1-core platforms on this host) and
     one far slower: every rival must be cleared within the margin, which on each pair's own
     variance (t at 2 degrees of freedom after the minimum 3 epochs) took 4.87 epochs on
-    average; with the pooled variance, 3.76 (measured, 200 studies; 195 decided)."""
+    average; with the pooled variance, 3.73 (measured, 200 studies; 196 decided)."""
     factors = {"A": 1.00, "B": 1.01, "C": 1.02, "D": 1.03, "E": 1.9}
     epochs, decided = [], 0
     for seed in range(STUDIES):
@@ -120,6 +120,41 @@ def test_a_selection_among_scenarios_within_a_few_percent_is_decided_in_about_fo
         epochs.append(study.epochs)
     assert np.mean(epochs) <= 4.2
     assert decided >= 0.9 * STUDIES
+
+
+def test_a_far_slower_scenario_with_noisy_launches_does_not_hold_up_the_other_clearances():
+    """W is 50% slower with a launch sd of 30% (BM/2/PIN beside a duty-cycling neighbour on
+    this host: about 34%), the others 2%. W takes part in 4 of the 10 pairs; pooling every
+    pair, the clearances of X, Y and Z (6% slower) waited on W's variance: 122 of 200
+    decided, in 7.84 epochs on average. Leaving W out of the quiet pairs' pool, measured:
+    194 decided, in 4.42 epochs, none wrong."""
+    factors = {"B": 1.00, "X": 1.06, "Y": 1.06, "Z": 1.06, "W": 1.5}
+    model = HostModel(launch_sd_of=(("W", 0.3),))
+    wrong = decided = 0
+    epochs = []
+    for seed in range(STUDIES):
+        study = SimulatedStudy({k: 15.0 * f for k, f in factors.items()}, model, seed)
+        plan = race(study, list(factors))
+        epochs.append(study.epochs)
+        decided += plan.selection.decided
+        wrong += plan.selection.decided and plan.selection.best != "B"
+    assert decided >= 0.9 * STUDIES
+    assert np.mean(epochs) <= 5.5
+    assert wrong <= 0.05 * STUDIES
+
+
+def test_a_clearance_pools_without_a_much_noisier_third_scenario_but_always_with_its_own_two():
+    study = SimulatedStudy({"B": 15.0, "X": 15.9, "Y": 15.9, "W": 22.5},
+                           HostModel(launch_sd_of=(("W", 0.3),)), seed=1)
+    for _ in range(5):
+        study.run_epoch(["B", "X", "Y", "W"], 3)
+    names = ["B", "X", "Y", "W"]
+    pairs = [compare_rounds(study.rounds, a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    quiet, with_w = clearance_pool(pairs, "X", "B"), clearance_pool(pairs, "W", "B")
+    assert quiet.pairs == 3  # B, X and Y: W left out
+    assert with_w.pairs == 6  # W is one of the pair: every pair
+    assert quiet.log_var < with_w.log_var / 10
+    assert quiet == pooled_launch_variance([c for c in pairs if "W" not in (c.a, c.b)])
 
 
 def test_the_pooled_launch_variance_is_the_two_way_anova_mean_square_in_a_balanced_design():
