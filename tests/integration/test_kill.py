@@ -1,9 +1,11 @@
 """Nothing outlives its owner: SIGKILL of the `deploybench run` process (an OOM kill, a CI
 timeout, a dropped SSH session) in the middle of a run, on every platform. Within 5 s no
 worker or guest of that run uses CPU (the worker dies with its owner: PR_SET_PDEATHSIG,
-end-of-file of its job channel; QEMU dies with its owner); the next deploybench command
-reaps what is left from the sessions ledger: no cgroup, container, QEMU process or folder
-remains. Each test uses a ledger of its own, so other sessions on the host are untouched."""
+end-of-file of its job channel; QEMU dies with its owner); the owner's watchdog
+(platforms/watchdog.py) reaps what is left from the sessions ledger, paused sessions
+included, before any other deploybench command runs: no cgroup, container, QEMU process or
+folder remains, and the next command finds nothing to reap. Each test uses a ledger of its
+own, so other sessions on the host are untouched."""
 from __future__ import annotations
 
 import json
@@ -101,10 +103,11 @@ def _kill_mid_run(args: list[str], tmp_path: Path, bench_home: Path, *, ready, g
             cli.wait()
     time.sleep(4.0)
     assert _cpu_used(pids | _pids_of(entry)) == 0, "a worker or guest still uses CPU 5 s after its owner died"
-    reaped = subprocess.run([sys.executable, "-m", "deploybench", "show", "--db", str(db)], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert "reaped a session left by a dead deploybench" in reaped.stderr, reaped.stderr
-    assert "Traceback" not in reaped.stderr
+    # no other deploybench command until the watchdog has reaped (it holds the CLI's stderr
+    # until it exits, so this read returns once it is done)
+    said = cli.stderr.read()
+    assert "reaped a session left by a dead deploybench" in said, said
+    assert "Traceback" not in said
     for directory in entry["cgroups"]:
         assert not Path(directory).exists(), f"cgroup {directory} is left"
     for proc in entry["processes"]:
@@ -112,7 +115,10 @@ def _kill_mid_run(args: list[str], tmp_path: Path, bench_home: Path, *, ready, g
     for folder in entry["folders"] + entry["bundles"]:
         assert not Path(folder).exists(), f"folder {folder} is left"
     assert _entries(ledger) == []
-    entry["reaped"] = reaped.stderr.strip()  # what the reaper said, for the callers' messages
+    after = subprocess.run([sys.executable, "-m", "deploybench", "show", "--db", str(db)], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert "reaped" not in after.stderr and "Traceback" not in after.stderr, after.stderr
+    entry["reaped"] = said.strip()  # what the watchdog said, for the callers' messages
     return entry, env
 
 

@@ -7,7 +7,9 @@ resources as they are made: cgroup directories, processes (BM worker, QEMU; pid 
 time), containers (with the command that deletes them), bundles and folders. A session
 removes its file when it closes.
 
-``reap_dead()`` runs at the start of every deploybench command: an entry whose owner is dead
+The owner's watchdog (``watchdog.py``, started with its first entry) runs ``reap_dead()``
+the moment the owner dies; ``reap_dead()`` also runs at the start of every deploybench command,
+for what no watchdog reaped: an entry whose owner is dead
 (a SIGKILL, an OOM kill, a dropped SSH session) has its processes killed (cgroups thawed
 first: a frozen task cannot die), its containers deleted, its cgroups removed and its
 folders deleted, and one line says so. ``strays()`` lists ``deploybench-*`` cgroups,
@@ -137,6 +139,9 @@ class Ledger:
                       platform=platform, scenario=scenario, created_at=time.time())
         handle = LedgerHandle(self, entry)
         handle.save()
+        from .watchdog import watch
+
+        watch(self.root)  # reaps this entry at once should this process die (watchdog.py)
         return handle
 
     def entries(self) -> list[Entry]:
