@@ -93,10 +93,18 @@ def main(argv: list[str]) -> int:
     for root in roots:
         try:
             for reaped in reap_dead(Ledger(Path(root))):
-                print(reaped.describe(), file=sys.stderr, flush=True)
+                _say(reaped.describe())
         except OSError as exc:
-            print(f"warning: the watchdog could not reap {root}: {exc}", file=sys.stderr, flush=True)
+            _say(f"warning: the watchdog could not reap {root}: {exc}")
     return 0
+
+
+def _say(line: str) -> None:
+    """One line on the owner's stderr, which may be gone (a closed pipe): the reaping goes on."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":
