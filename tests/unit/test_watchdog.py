@@ -11,12 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from deploybench.platforms.ledger import Ledger
+from deploybench.platforms.ledger import Ledger, is_zombie, process_start
 
 OWNER = textwrap.dedent("""
     import subprocess, sys, time
     from pathlib import Path
-    from deploybench.platforms.ledger import Ledger
+    from deploybench.platforms.ledger import Ledger, is_zombie, process_start
     handle = Ledger(Path(sys.argv[1])).open("BM", "BM/1/PIN/CPU watched")
     worker = subprocess.Popen(["sleep", "300"], start_new_session=True)  # outlives its owner
     handle.process(worker.pid, "worker")
@@ -36,10 +36,7 @@ def _owner(root: Path, how: str) -> tuple[subprocess.Popen, int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return process_start(pid) is not None and not is_zombie(pid)
 
 
 def test_a_killed_owner_has_its_sessions_reaped_without_another_command(tmp_path):
