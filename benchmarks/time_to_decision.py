@@ -40,7 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from scipy import stats as sp
@@ -248,7 +248,7 @@ def main() -> int:
 
     results: dict[str, list[tuple[float, bool, int, int]]] = {}
     for condition in conditions:
-        with (neighbour(args.seed) if condition == "neighbour" else _quiet()) as hogs:
+        with (neighbour(args.seed) if condition == "neighbour" else nullcontext(0)) as hogs:
             for rep in range(args.repeat):
                 print(f"\n== host {condition}" + (f" ({hogs} duty-cycling hogs, one per core)" if hogs else "")
                       + (f", repeat {rep + 1} of {args.repeat}" if args.repeat > 1 else ""))
@@ -274,11 +274,6 @@ def main() -> int:
               f"old {undecided_old}; target (issue 12) >= 4x and 0 undecided: "
               f"{'met' if ratio >= 4 and undecided_new == 0 else 'NOT met'}")
     return 0
-
-
-@contextmanager
-def _quiet():
-    yield 0
 
 
 if __name__ == "__main__":

@@ -998,7 +998,7 @@ def outlook(comparison: PairedComparison, *, blocks_per_launch: int, level: floa
         return PairOutlook(c.a, c.b, test, None, None, "out of reach")
     df_at: Callable[[int], float] = lambda total: total - 1
     if test == "clearance" and pooled is not None:  # the variance clearance_p_value takes
-        var, df_at = max(pooled.log_var, c.log_se ** 2 * k), pooled.df_at
+        var, df_at = clearance_variance(c, pooled), pooled.df_at
     for total in range(max(k + 1, c.min_launches, 2), k + max_epochs + 1):
         if _t_quantile(df_at(total), quantile) * math.sqrt(var / total) < gap:
             more = total - k
@@ -1082,7 +1082,7 @@ def pooled_launch_variance(comparisons: Sequence[PairedComparison]) -> PooledVar
     if not usable:
         return None
     dfs = np.array([c.launch_pairs - 1 for c in usable], dtype=float)
-    variances = np.array([c.log_se ** 2 * c.launch_pairs for c in usable])
+    variances = np.array([_launch_pair_var(c) for c in usable])
     scenarios = {s for c in usable for s in (c.a, c.b)}
     df = float(dfs.sum()) * 2 / len(scenarios)
     return PooledVariance(float(np.sum(dfs * variances) / dfs.sum()), df, len(usable),
@@ -1098,6 +1098,16 @@ def _usable_for_pooling(c: PairedComparison) -> bool:
     return c.basis == "launch pairs" and c.launch_pairs >= 2 and math.isfinite(c.log_se)
 
 
+def _launch_pair_var(c: PairedComparison) -> float:
+    """The variance of one launch pair's mean log-ratio, from the pair's own data."""
+    return c.log_se ** 2 * c.launch_pairs
+
+
+def clearance_variance(c: PairedComparison, pooled: PooledVariance) -> float:
+    """The launch-pair variance a clearance takes: the pooled one, never below the pair's own."""
+    return max(pooled.log_var, _launch_pair_var(c))
+
+
 def clearance_pool(comparisons: Sequence[PairedComparison], a: str, b: str) -> PooledVariance | None:
     """The launch variance one clearance (a against b) pools: :func:`pooled_launch_variance`
     over the pairs among a, b and every other scenario whose launches do not look more
@@ -1110,21 +1120,21 @@ def clearance_pool(comparisons: Sequence[PairedComparison], a: str, b: str) -> P
     this host, IC tiny on BM/2/PIN beside a duty-cycling neighbour had a launch-pair sd of
     about 34% against a few % for the 1-core scenarios, and two of those stayed uncleared
     for 20 epochs while their own pairs' CIs (0.995..1.011 and 1.019..1.052 against the
-    pick, margin 0.952) would have cleared them. A noisier scenario that is
-    one of the pair is always in; the clearance never takes less than its own pair's
-    variance (:func:`clearance_p_value`)."""
+    pick, margin 0.952) would have cleared them. A noisier scenario that is one of the
+    pair is always in; the clearance never takes less than its own pair's variance
+    (:func:`clearance_variance`)."""
     usable = [c for c in comparisons if _usable_for_pooling(c)]
     spread: dict[str, list[float]] = {}
     for c in usable:
-        v = c.log_se ** 2 * c.launch_pairs
+        v = _launch_pair_var(c)
         spread.setdefault(c.a, []).append(v)
         spread.setdefault(c.b, []).append(v)
     median = {s: float(np.median(v)) for s, v in spread.items()}
-    if a not in median or b not in median:
-        return pooled_launch_variance(usable)
-    cap = NOISIER_FACTOR * max(median[a], median[b])
-    keep = {a, b} | {s for s, v in median.items() if v <= cap}
-    return pooled_launch_variance([c for c in usable if c.a in keep and c.b in keep])
+    if a in median and b in median:
+        cap = NOISIER_FACTOR * max(median[a], median[b])
+        keep = {a, b} | {s for s, v in median.items() if v <= cap}
+        usable = [c for c in usable if c.a in keep and c.b in keep]
+    return pooled_launch_variance(usable)
 
 
 def clearance_p_value(comparison: PairedComparison, pooled: PooledVariance | None) -> float:
@@ -1143,7 +1153,7 @@ def clearance_p_value(comparison: PairedComparison, pooled: PooledVariance | Non
         return 1.0
     if pooled is None:
         return c.tost_p_low if math.isfinite(c.tost_p_low) else 1.0
-    se = math.sqrt(max(pooled.log_var / c.launch_pairs, c.log_se ** 2))
+    se = math.sqrt(clearance_variance(c, pooled) / c.launch_pairs)
     return _t_cdf(pooled.df, -_t_stat(c.log_ratio + c.log_margin, se))
 
 
@@ -1284,9 +1294,10 @@ def select_best(rounds: Sequence[Round], scenarios: Sequence[str], *,
     from the data, which is why the clearance uses Bonferroni and not Holm (with Holm, the
     last test of a data-chosen X would face alpha itself). The clearances' standard
     errors use the launch variance pooled over the pairs of the scenarios, leaving out any
-    scenario much noisier than the pair's two (:func:`clearance_pool`). Assumptions: the launch pairs are independent with
-    approximately normal mean log-ratios (the t test), of one variance for the scenarios
-    pooled (the simulated studies measure what unequal ones cost); the quantity
+    scenario much noisier than the pair's two (:func:`clearance_pool`). Assumptions: the
+    launch pairs are independent with approximately normal mean log-ratios (the t test),
+    of one variance for the scenarios pooled (the simulated studies measure what unequal
+    ones cost); the quantity
     compared is the expected log-ratio over launches on this host; one look at the data.
     Racing looks again after each launch epoch and does not correct for it: the simulated
     studies in tests/unit/test_decisions.py measure what that costs.
