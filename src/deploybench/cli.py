@@ -1085,7 +1085,7 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="the decision as JSON")] = False,
 ) -> None:
     """The deployment to pick for each workload: every other is slower or within the margin of
-    it (decided), or which pairs are still undecided; ties broken by footprint."""
+    it (decided), or which pairs are still undecided; ties broken by cost (cores, isolation, footprint)."""
     from .findings import build_cells
     from .recommend import Constraints, recommend as recommend_cells
     from .store import Store

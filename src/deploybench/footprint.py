@@ -27,9 +27,11 @@ processes a session launched: ``/proc`` through ``platforms/procfs.py``), as
   (``energy.py``).
 
 :func:`costs` summarises a store's runs per scenario (``show --footprint``, the report's
-"What each platform costs"); :func:`cost_key` orders equivalent scenarios for the
-recommendation's tie-break: fewer cores, then less memory beyond the worker, then less CPU
-outside it, then a faster start.
+"What each platform costs"); :func:`tie_break` is the one rule by which the recommendation
+picks the cheapest of equivalent scenarios and the report orders them: fewer cores, then
+less isolation, then less memory beyond the worker, then less CPU outside it, then a faster
+start, where a footprint difference counts only beyond what one deployment's own launches
+differ by (``TIE_RESOLUTION``).
 
 This module reads no /proc itself and imports nothing heavy: platforms build its values.
 """
@@ -431,33 +433,89 @@ def costs(records: Sequence["RunRecord"]) -> list[ScenarioCost]:
                                       c.launcher))
 
 
-def cost_key(records: Sequence["RunRecord"]) -> tuple[float, float, float, float]:
-    """The tie-break among equivalent scenarios: sort ascending, cheapest first.
-
-    ``(cores, memory beyond the worker in MiB, CPU outside the worker in ms per request,
-    start latency in s)`` of one scenario's runs (one cell; for CN, of one launcher: a cell
-    that mixes runc and Docker rounds averages their costs). Memory is rounded to whole MiB
-    and CPU to 0.1 ms, so that noise does not decide between platforms that cost the same
-    (BM and CN through runc both cost 0 MiB beyond the worker); what was not recorded
-    (runs from before footprints) sorts last in its place."""
-    cost = scenario_cost(records)
-    if cost is None:
-        return (math.inf, math.inf, math.inf, math.inf)
-
-    def known(value: float | None, digits: int) -> float:
-        return math.inf if value is None else round(value, digits)
-
-    return (float(cost.cores), known(cost.memory_beyond_worker_mib, 0),
-            known(cost.outside_cpu_ms_per_request, 1), known(cost.start_latency_s, 2))
+#: platforms by the isolation they add, the least first: the tie-break's second level
+ISOLATION_ORDER = ("BM", "CN", "MVM", "VM", "VMCN")
+#: a footprint item separates two equivalent deployments only when they differ by more than
+#: this share of the smaller value and the item's floor (``TIE_BREAK_LEVELS``): less than
+#: that, two launches of one deployment differ as much (start latency: a few % between
+#: launches, BM/1/PIN against BM/1/VNL 0.96 against 0.97 s in the demo)
+TIE_RESOLUTION = 0.10
 
 
-def describe_tie_break(cost: ScenarioCost) -> str:
-    """One line saying what the tie-break saw, for the recommendation's text."""
-    parts = [f"{cost.cores} core{'s' if cost.cores != 1 else ''}"]
-    if cost.memory_beyond_worker_mib is not None:
-        parts.append(f"{cost.memory_beyond_worker_mib:.0f} MiB beyond the worker")
-    if cost.outside_cpu_ms_per_request is not None:
-        parts.append(f"{cost.outside_cpu_ms_per_request:.1f} ms CPU outside it per request")
-    if cost.start_latency_s is not None:
-        parts.append(f"starts in {cost.start_latency_s:.2f} s")
-    return ", ".join(parts)
+@dataclass(frozen=True)
+class TieLevel:
+    """One level of the tie-break: a cost, the smallest difference that counts, and its words."""
+    name: str
+    value: Any  # ScenarioCost -> float | None (None: not recorded)
+    floor: float  # the smallest difference that counts
+    relative: bool  # measured (noise: the difference must also exceed TIE_RESOLUTION) or exact
+    says: Any  # value -> words
+    #: (costlier, cheaper) -> words; by default "<costlier> against <cheaper>"
+    pair: Any = None
+
+    def differ(self, costlier: float, cheaper: float) -> str:
+        return self.pair(costlier, cheaper) if self.pair else \
+            f"{self.says(costlier)} against {self.says(cheaper)}"
+
+    def separates(self, costlier: float, cheaper: float) -> bool:
+        limit = max(self.floor, TIE_RESOLUTION * abs(cheaper)) if self.relative else self.floor
+        return costlier - cheaper > limit
+
+
+def _platform_of(rank: float) -> str:
+    return ISOLATION_ORDER[int(rank)] if rank < len(ISOLATION_ORDER) else "another platform"
+
+
+def _isolation(cost: "ScenarioCost") -> float:
+    return float(ISOLATION_ORDER.index(cost.platform)) if cost.platform in ISOLATION_ORDER \
+        else float(len(ISOLATION_ORDER))
+
+
+TIE_BREAK_LEVELS = (
+    TieLevel("cores", lambda c: float(c.cores), 0.5, False,
+             lambda v: f"{v:.0f} core{'s' if v != 1 else ''}"),
+    TieLevel("isolation", _isolation, 0.5, False, _platform_of,
+             lambda a, b: f"{_platform_of(a)} isolates more than {_platform_of(b)}"),
+    TieLevel("memory beyond the worker", lambda c: c.memory_beyond_worker_mib, 1.0, True,
+             lambda v: f"{v:.0f} MiB beyond the worker"),
+    TieLevel("CPU outside the worker", lambda c: c.outside_cpu_ms_per_request, 0.1, True,
+             lambda v: f"{v:.1f} ms CPU outside the worker per request"),
+    TieLevel("start latency", lambda c: c.start_latency_s, 0.05, True, lambda v: f"a start in {v:.2f} s"),
+)
+
+
+def tie_break(costs: Sequence["ScenarioCost"]) -> tuple[list[int], dict[int, str]]:
+    """The cheapest of equivalent deployments, level by level (``TIE_BREAK_LEVELS``): at each
+    level an option drops out when it costs more than the cheapest left beyond the level's
+    resolution, and one without the item recorded (runs from before footprints) drops out
+    when another has it. Returns the indices of the options left (the same cost within the
+    resolution: the caller picks the fastest of them) and, per dropped index, why in words."""
+    left = list(range(len(costs)))
+    dropped: dict[int, str] = {}
+    for level in TIE_BREAK_LEVELS:
+        values = {i: level.value(costs[i]) for i in left}
+        known = {i: v for i, v in values.items() if v is not None}
+        if not known:
+            continue
+        cheapest = min(known.values())
+        for i in left:
+            v = values[i]
+            if v is None:
+                dropped[i] = f"no {level.name} recorded, against {level.says(cheapest)}"
+            elif level.separates(v, cheapest):
+                dropped[i] = level.differ(v, cheapest)
+        left = [i for i in left if i not in dropped]
+    return left, dropped
+
+
+def cost_order(costs: Sequence["ScenarioCost"]) -> list[list[int]]:
+    """All options cheapest first, as groups of the same cost within the resolution
+    (``tie_break`` applied to what is left, again and again)."""
+    remaining = list(range(len(costs)))
+    groups: list[list[int]] = []
+    while remaining:
+        keep, _ = tie_break([costs[i] for i in remaining])
+        group = [remaining[k] for k in keep]
+        groups.append(group)
+        remaining = [i for i in remaining if i not in group]
+    return groups

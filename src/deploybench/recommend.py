@@ -10,9 +10,10 @@ request, the queue included under the Server scenario). Inference-only runs, TCG
 guests and runs on a busy host never compete: they do not measure what a deployment sees.
 
 A rival decided ``equivalent`` to X is as good a choice within the margin, and then the
-cheaper deployment wins the tie (``tie_break_key``): fewer cores, then less isolation
-(BM, CN, MVM, VM, VMCN), then the smaller measured footprint where one is recorded, then
-the lower mean. The report says which it recommends and why.
+cheaper deployment wins the tie (``footprint.tie_break``): fewer cores, then less isolation
+(BM, CN, MVM, VM, VMCN), then the smaller measured footprint, where a measured difference
+counts only beyond launch-to-launch noise. Of the options that cost the same, the fastest
+(X, when it is one of them) stays. The report says which it recommends and why.
 """
 from __future__ import annotations
 
@@ -22,13 +23,8 @@ from typing import Any, Sequence
 
 from . import stats
 from .findings import Cell, Comparison, Judge, verdict_text
-from .footprint import cost_key, describe_tie_break, scenario_cost
+from .footprint import scenario_cost, tie_break
 from .scenario import PlatformName, Scenario, ScenarioError
-
-#: isolation cost, for the tie-break among equivalent scenarios
-ISOLATION_RANK = {PlatformName.BM: 0, PlatformName.CN: 1, PlatformName.MVM: 2, PlatformName.VM: 3,
-                  PlatformName.VMCN: 4}
-
 
 @dataclass(frozen=True)
 class Constraints:
@@ -77,23 +73,18 @@ class Constraints:
         return None
 
 
-def tie_break_text(pick: Cell, other: Cell) -> str:
-    """What the tie-break saw: fewer cores, less isolation or, on both, the footprint."""
-    if pick.scenario.cores != other.scenario.cores:
-        return f"{pick.scenario.cores} core(s) against {other.scenario.cores}"
-    if ISOLATION_RANK.get(pick.scenario.platform, 9) != ISOLATION_RANK.get(other.scenario.platform, 9):
-        return f"{pick.scenario.platform.value} isolates less than {other.scenario.platform.value}"
-    mine, theirs = scenario_cost(pick.records), scenario_cost(other.records)
-    if mine is None or theirs is None:
-        return "the lower mean, as no footprint was recorded"
-    return f"footprint {describe_tie_break(mine)}; against {describe_tie_break(theirs)}"
-
-
-def tie_break_key(cell: Cell) -> tuple:
-    """The cheaper of two equivalent deployments sorts first: fewer cores, less isolation,
-    the smaller recorded footprint (where the runs have one), then the lower mean."""
-    return (cell.scenario.cores, ISOLATION_RANK.get(cell.scenario.platform, 9),
-            tuple(cost_key(cell.records)), cell.summary.e2e_mean_ms)
+def cheapest_of(tied: Sequence[Cell]) -> tuple[Cell, str]:
+    """The cheaper of equivalent scenarios (``tied[0]``: the fastest), and why the fastest lost
+    the tie ("" when it did not): the options of the same cost within the resolution keep
+    the fastest of them."""
+    costs = [scenario_cost(c.records) for c in tied]
+    known = [i for i, cost in enumerate(costs) if cost is not None]
+    keep, dropped = tie_break([costs[i] for i in known])
+    left = [tied[known[k]] for k in keep]
+    if not left or tied[0] in left:
+        return tied[0], ""
+    why = dropped.get(known.index(0), "no successful runs") if 0 in known else "no successful runs"
+    return min(left, key=lambda c: c.summary.e2e_mean_ms), why
 
 
 @dataclass
@@ -118,6 +109,8 @@ class Recommendation:
     selection: stats.Selection | None
     considered: int
     rejected: dict[str, int] = field(default_factory=dict)
+    #: why the fastest lost the tie to ``recommended`` ("" when it did not)
+    tie_reason: str = ""
 
     @property
     def decided(self) -> bool:
@@ -168,9 +161,10 @@ class Recommendation:
                     f"{self.best.display} (probability of a correct selection >= {self.pcs:.0%})")
             if pick is not self.best:
                 out += (f"; {pick.display} is equivalent to the fastest, {self.best.display}, and "
-                        f"cheaper, so it wins the tie ({tie_break_text(pick, self.best)})")
+                        f"cheaper, so it wins the tie ({self.best.display}: {self.tie_reason})")
             elif self.equivalents:
-                out += f"; equivalent within ±{margin:.0%}: {', '.join(c.display for c in self.equivalents)}"
+                out += (f"; equivalent within ±{margin:.0%}: {', '.join(c.display for c in self.equivalents)}, "
+                        f"none of them cheaper beyond the footprint's noise, so the fastest stays")
         else:
             pending = ", ".join(r.cell.display for r in self.undecided)
             out += (f"; not decided yet: {pending} could still be faster than {self.best.display} "
@@ -183,6 +177,7 @@ class Recommendation:
                 "best": [c.display for c in ([self.best] + self.equivalents)] if self.best else [],
                 "fastest": self.best.display if self.best else None,
                 "recommended": pick.display if pick else None, "decided": self.decided,
+                "tie_break": self.tie_reason or None,
                 "undecided_pairs": [[self.best.display, r.cell.display] for r in self.undecided]
                 if self.best else [],
                 "probability_correct_selection": self.pcs,
@@ -234,12 +229,11 @@ def recommend(cells: Sequence[Cell], constraints: Constraints = Constraints(), *
                                       min_launches=min_launches)
         best = by_id[selection.best] if selection.best else None
         rivals = [Rival(by_id[r.name], r.comparison, r.cleared) for r in selection.rivals]
-        recommended = best
+        recommended, why = best, ""
         if best is not None and selection.decided:
-            tied = [best] + [r.cell for r in rivals if r.equivalent]
-            recommended = min(tied, key=tie_break_key)
+            recommended, why = cheapest_of([best] + [r.cell for r in rivals if r.equivalent])
         out.append(Recommendation(group[0].workload_label, host, constraints, best, recommended, rivals,
-                                  selection, len(candidates), rejected))
+                                  selection, len(candidates), rejected, why))
     return out
 
 
@@ -273,5 +267,5 @@ def compare_scenarios(cells: Sequence[Cell], a_name: str, b_name: str, judge: Ju
     return out
 
 
-__all__ = ["Constraints", "Recommendation", "compare_scenarios", "recommend", "tie_break_key",
+__all__ = ["Constraints", "Recommendation", "compare_scenarios", "recommend", "cheapest_of",
            "verdict_text"]

@@ -103,22 +103,77 @@ def _with_footprint(records, memory_kb, worker_kb, outside_s, latency_s):
     return records
 
 
-def test_the_tie_break_puts_fewer_cores_then_less_memory_then_less_cpu_first():
+def _order(*runs):
+    costs = [fp.scenario_cost(r) for r in runs]
+    return [[runs[i][0].scenario.name for i in group] for group in fp.cost_order(costs)]
+
+
+def test_the_tie_break_puts_fewer_cores_then_less_isolation_then_less_memory_first():
     bm = _with_footprint(synthetic_runs("BM/1/PIN/CPU", 10.0), 250_000, 250_000, 0.0, 0.5)
     cn = _with_footprint(synthetic_runs("CN/1/PIN/CPU", 10.0), 250_300, 250_000, 0.0, 0.6)  # +0.3 MiB: noise
     podman = _with_footprint(synthetic_runs("CN/1/VNL/CPU", 10.0), 290_000, 250_000, 0.01, 0.9)
     vm = _with_footprint(synthetic_runs("VM/1/PIN/CPU", 10.0), 1_100_000, 250_000, 0.5, 20.0)
     bm2 = _with_footprint(synthetic_runs("BM/2/PIN/CPU", 10.0), 250_000, 250_000, 0.0, 0.5)
-    ordered = sorted([vm, bm2, podman, cn, bm], key=fp.cost_key)
-    assert [r[0].scenario.name for r in ordered] == ["BM/1/PIN/CPU", "CN/1/PIN/CPU", "CN/1/VNL/CPU",
-                                                     "VM/1/PIN/CPU", "BM/2/PIN/CPU"]
-    assert fp.cost_key(bm)[:3] == fp.cost_key(cn)[:3]  # the same cost to the MiB: the start decides
-    old = synthetic_runs("BM/1/VNL/CPU", 10.0)  # stored before footprints
-    assert fp.cost_key(old)[1] == float("inf")
+    assert _order(vm, bm2, podman, cn, bm) == [["BM/1/PIN/CPU"], ["CN/1/PIN/CPU"], ["CN/1/VNL/CPU"],
+                                                ["VM/1/PIN/CPU"], ["BM/2/PIN/CPU"]]
+    costs = [fp.scenario_cost(r) for r in (cn, bm)]
+    assert fp.tie_break(costs) == ([1], {0: "CN isolates more than BM"})
+    costs = [fp.scenario_cost(r) for r in (podman, cn)]
+    left, why = fp.tie_break(costs)
+    assert left == [1] and why[0].startswith("39 MiB beyond the worker against 0 MiB")
+    old = synthetic_runs("BM/1/VNL/CPU", 10.0)  # stored before footprints: it drops out at memory
+    left, why = fp.tie_break([fp.scenario_cost(old), fp.scenario_cost(bm)])
+    assert left == [1] and why[0].startswith("no memory beyond the worker recorded")
     cost = fp.scenario_cost(vm)
     assert cost.memory_beyond_worker_mib == (1_100_000 - 250_000) / 1024
     assert abs(cost.outside_cpu_ms_per_request - 0.5 * 1e3 / 32) < 1e-9
-    assert "MiB beyond the worker" in fp.describe_tie_break(cost)
+
+
+def test_a_start_latency_within_the_resolution_does_not_decide_a_tie():
+    # BM/1/PIN against BM/1/VNL in the demo: 0.96 against 0.97 s, what two launches of one differ by
+    pin = _with_footprint(synthetic_runs("BM/1/PIN/CPU", 10.0), 250_000, 250_000, 0.0, 0.96)
+    vnl = _with_footprint(synthetic_runs("BM/1/VNL/CPU", 10.0), 250_000, 250_000, 0.0, 0.97)
+    assert _order(vnl, pin) == [["BM/1/VNL/CPU", "BM/1/PIN/CPU"]]
+    slow = _with_footprint(synthetic_runs("BM/1/VNL/CPU", 10.0), 250_000, 250_000, 0.0, 1.20)
+    assert _order(slow, pin) == [["BM/1/PIN/CPU"], ["BM/1/VNL/CPU"]]  # 25% slower to start: it counts
+    assert fp.tie_break([fp.scenario_cost(slow), fp.scenario_cost(pin)])[1] == \
+        {0: "a start in 1.20 s against a start in 0.96 s"}
+
+
+def test_memory_and_cpu_outside_the_worker_count_only_beyond_their_resolution():
+    a = _with_footprint(synthetic_runs("CN/1/PIN/CPU", 10.0), 300_000, 250_000, 0.0, 0.6)  # 48.8 MiB
+    b = _with_footprint(synthetic_runs("CN/1/VNL/CPU", 10.0), 303_000, 250_000, 0.0, 0.6)  # +2.9 MiB < 10%
+    assert _order(a, b) == [["CN/1/PIN/CPU", "CN/1/VNL/CPU"]]
+    c = _with_footprint(synthetic_runs("CN/1/VNL/CPU", 10.0), 300_000, 250_000, 0.32, 0.6)  # 10 ms/req
+    assert _order(c, a) == [["CN/1/PIN/CPU"], ["CN/1/VNL/CPU"]]
+
+
+def test_a_recommendation_between_equivalent_deployments_keeps_the_fastest_when_they_cost_the_same():
+    from deploybench.findings import build_cells
+    from deploybench.recommend import recommend
+
+    pin = _with_footprint(synthetic_runs("BM/1/PIN/CPU", 10.0, runs=5, run_cv=0.002), 250_000, 250_000, 0.0, 0.96)
+    vnl = _with_footprint(synthetic_runs("BM/1/VNL/CPU", 9.99, runs=5, run_cv=0.002), 250_000, 250_000, 0.0, 0.97)
+    [rec] = recommend(build_cells(pin + vnl))
+    assert rec.decided and rec.best.name == "BM/1/VNL/CPU"
+    assert rec.recommended.name == "BM/1/VNL/CPU" and rec.tie_reason == ""
+    assert "none of them cheaper beyond the footprint's noise, so the fastest stays" in rec.text
+    assert rec.to_json()["tie_break"] is None
+
+
+def test_the_recommendation_and_the_report_break_ties_by_one_rule():
+    from deploybench.findings import build_cells
+    from deploybench.recommend import recommend
+    from deploybench.report.costs import costs_section
+
+    bm = _with_footprint(synthetic_runs("BM/1/VNL/CPU", 10.0, runs=5, run_cv=0.002), 250_000, 250_000, 0.0, 1.0)
+    cn = _with_footprint(synthetic_runs("CN/1/VNL/CPU", 9.99, runs=5, run_cv=0.002), 250_000, 250_000, 0.0, 0.9)
+    [rec] = recommend(build_cells(bm + cn))
+    assert rec.best.name == "CN/1/VNL/CPU" and rec.recommended.name == "BM/1/VNL/CPU"  # isolation, not start
+    assert "wins the tie (CN/1/VNL/CPU: CN isolates more than BM)" in rec.text
+    section = costs_section(bm + cn)
+    assert [[label.split()[0] for label in group] for group in section.tie_break["ic"]] == \
+        [["BM/1/VNL/CPU"], ["CN/1/VNL/CPU"]]
 
 
 def test_a_recommendation_between_equivalent_deployments_of_one_platform_says_the_footprint_decided():
@@ -130,8 +185,8 @@ def test_a_recommendation_between_equivalent_deployments_of_one_platform_says_th
     [rec] = recommend(build_cells(lean + heavy))
     assert rec.decided and rec.best.name == "CN/1/VNL/CPU"  # the faster by a hair
     assert rec.recommended.name == "CN/1/PIN/CPU"  # equivalent and 39 MiB lighter
-    assert "wins the tie (footprint 1 core, 0 MiB beyond the worker" in rec.text
-    assert "against 1 core, 39 MiB beyond the worker" in rec.text
+    assert "wins the tie (CN/1/VNL/CPU: 39 MiB beyond the worker against 0 MiB beyond the worker)" in rec.text
+    assert rec.to_json()["tie_break"].startswith("39 MiB beyond the worker")
 
 
 def test_costs_list_one_row_per_scenario_in_platform_order():

@@ -312,7 +312,8 @@ def decision_lines(a: Analysis) -> list[str]:
         if not r.rivals:
             out.append(f"{r.workload}: only {pick.display} was measured; nothing to decide between.")
         elif r.decided:
-            ties = f" (ties broken by footprint: {pick.display})" if pick is not r.best else ""
+            ties = (f" (equivalent to the fastest and cheaper; {r.best.display}: {r.tie_reason})"
+                    if pick is not r.best else "")
             out.append(f"{r.workload}: decided: {pick.display}{ties}; every other scenario is slower or "
                        f"within ±{r.selection.margin:.0%} of {r.best.display} (probability of a correct "
                        f"selection >= {r.pcs:.0%}).")

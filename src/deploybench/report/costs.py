@@ -1,7 +1,7 @@
 """The report's "What each platform costs" section: each scenario's footprint beyond the model
 (``footprint.costs``) -- memory beyond the worker and what it is made of, CPU outside the
 worker, start and boot time, energy where the host has RAPL -- and the order in which the
-recommendation breaks a tie between equivalent scenarios (``footprint.cost_key``)."""
+recommendation breaks a tie between equivalent scenarios (``footprint.cost_order``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,9 +14,11 @@ from ..store import group_by_scenario
 @dataclass
 class CostsSection:
     rows: list[fp.ScenarioCost] = field(default_factory=list)
-    #: per app, the scenarios in tie-break order (cheapest first), by label
-    tie_break: dict[str, list[str]] = field(default_factory=dict)
+    #: per app, the scenarios in tie-break order (cheapest first), by label, in groups of
+    #: the same cost within the footprint's noise
+    tie_break: dict[str, list[list[str]]] = field(default_factory=dict)
     energy_recorded: bool = False
+    resolution: float = fp.TIE_RESOLUTION
 
     @property
     def empty(self) -> bool:
@@ -29,11 +31,15 @@ def costs_section(records: Sequence[Any]) -> CostsSection:
     measured = [r for r in records if not is_probe(r)]  # probes are the capacity section's
     rows = [c for c in fp.costs(measured) if c.runs]
     cells = {key: group for key, group in group_by_scenario(measured).items()}
-    by_app: dict[str, list[tuple[tuple, str]]] = {}
+    by_app: dict[str, list[tuple[fp.ScenarioCost, str]]] = {}
     for (key, _host, accel), group in cells.items():
         if accel == "tcg" or not any(r.status == "ok" for r in group):
             continue  # emulated guests are never candidates
-        first = group[0].scenario
-        by_app.setdefault(first.app, []).append((fp.cost_key(group), first.label))
-    tie_break = {app: [label for _, label in sorted(items)] for app, items in sorted(by_app.items())}
+        cost = fp.scenario_cost(group)
+        if cost is not None:
+            by_app.setdefault(cost.app, []).append((cost, group[0].scenario.label))
+    tie_break = {}
+    for app, items in sorted(by_app.items()):
+        items.sort(key=lambda item: item[1])
+        tie_break[app] = [[items[i][1] for i in g] for g in fp.cost_order([c for c, _ in items])]
     return CostsSection(rows, tie_break, any(c.energy_j_per_request is not None for c in rows))
