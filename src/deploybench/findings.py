@@ -425,7 +425,7 @@ def verdict_text(result: stats.PairedComparison) -> str:
     it is undecided."""
     if result.basis == "none":
         return "undecided: never measured in the same blocks (run them together: one `run` or one study)"
-    text = result.describe().split(": ", 1)[1]
+    text = result.describe_result()
     if result.verdict is stats.Verdict.UNDECIDED and result.launch_pairs < result.min_launches:
         text += f"; needs >= {result.min_launches} launch pairs"
     return text

@@ -748,6 +748,11 @@ class PairedComparison:
     def describe(self) -> str:
         """``CN/1/PIN/CPU vs BM/1/PIN/CPU: 0.97x (95% CI 0.95..0.99), equivalent within ±5%
         (p=0.01; 5 launch pairs, 15 blocks, 1 outlier block)``."""
+        return f"{self.a} vs {self.b}: {self.describe_result()}"
+
+    def describe_result(self) -> str:
+        """What :meth:`describe` says after the two names (which may hold ": " themselves:
+        a scenario key is JSON)."""
         lo, hi = self.ci
         conf = f"{(1 - self.alpha) * 100:g}%"
         interval = (f"{conf} CI {lo:.3f}..{hi:.3f}" if math.isfinite(lo)
@@ -759,7 +764,7 @@ class PairedComparison:
         if self.outliers:
             counts += f", {len(self.outliers)} outlier block{'s' if len(self.outliers) != 1 else ''}"
         p = "" if self.verdict is Verdict.UNDECIDED else f"p{_fmt_p(self.adjusted_p_value)}; "
-        return f"{self.a} vs {self.b}: {self.ratio:.3f}x ({interval}), {what} ({p}{counts})"
+        return f"{self.ratio:.3f}x ({interval}), {what} ({p}{counts})"
 
     def to_json(self) -> dict[str, Any]:
         ci, tost_ci = self.ci, self.tost_ci

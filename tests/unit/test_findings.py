@@ -270,6 +270,17 @@ def test_equivalent_scenarios_go_to_the_cheaper_deployment():
     assert "wins the tie" in rec.text
 
 
+def test_a_rival_says_its_verdict_although_the_scenario_keys_hold_colons():
+    # the rounds are keyed by scenario key (JSON: '{"app": "ic", ...}'); the text is the verdict
+    cells = cells_of(synthetic_runs("BM/1/PIN/CPU", 10.0, runs=5, run_cv=0.002),
+                     synthetic_runs("BM/2/PIN/CPU", 15.0, runs=5, run_cv=0.002))
+    [rec] = recommend(cells)
+    [rival] = rec.to_json()["rivals"]
+    assert rival["scenario"] == "BM/2/PIN/CPU"
+    assert rival["text"].startswith("1.5") and ", slower (p" in rival["text"]
+    assert '"app"' not in rival["text"]
+
+
 def test_recommendation_respects_platforms_and_the_p99_slo():
     cells = rec_cells()
     [rec] = recommend(cells, Constraints(platforms=("CN",)))
