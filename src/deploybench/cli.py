@@ -807,7 +807,8 @@ def _sweep_planned(study: Any, planned: list[Any], executor: Any, *, db: Path, p
     from .planning import format_duration, plan_capacity, plan_lines
     from .progress import RunProgress
     from .store import Store
-    from .sweep import class_rows, group_state, make_groups, plan_group, run_sweep, undecided_text
+    from .sweep import (class_rows, group_state, make_groups, plan_group, run_sweep, study_family,
+                        undecided_text)
 
     if app_name:
         apps = sorted({p.scenario.app for p in planned})
@@ -881,9 +882,11 @@ def _sweep_planned(study: Any, planned: list[Any], executor: Any, *, db: Path, p
         print_capacity_table(answers)
     labels = {p.key: p.scenario.label for p in planned}
     rows = store.study_runs(study.name)
-    for group in make_groups(planned):
-        for line in undecided_text(plan_group(group, group_state(group, class_rows(rows, group.host_class))),
-                                   labels):
+    groups = make_groups(planned)
+    family = study_family(groups)
+    for group in groups:
+        for line in undecided_text(plan_group(group, group_state(group, class_rows(rows, group.host_class)),
+                                              family=family), labels):
             say(f"undecided: {line}" + (f" (hosts {group.host_class})" if group.host_class else ""))
     ran = [d for d in decisions.values() if d.reason != "skipped"]
     say(f"sweep {study.name}: {len(ran)} scenarios done, "

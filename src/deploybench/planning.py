@@ -231,20 +231,22 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
     """The `sweep --plan` text: per group of compared scenarios, what one launch epoch
     costs and how many epochs it may take; then the estimated duration and the budget.
     Returns (lines, low seconds, high seconds)."""
-    from .sweep import class_rows, group_state, make_groups, plan_group
+    from .sweep import class_rows, group_state, make_groups, plan_group, study_family
 
     runnable = [p for p in planned if p.skip_reason is None]
     groups = make_groups(planned)
+    family = study_family(groups)
     lines = [f"study {study.name} ({study.source}): {len(planned)} scenarios, "
              f"{len(runnable)} to run in {len(groups)} group(s) of compared scenarios, "
-             f"{len(planned) - len(runnable)} skipped; seed {study.seed}"]
+             f"{len(planned) - len(runnable)} skipped; seed {study.seed}; "
+             f"{family} claim pair(s) decided together (Holm)"]
     rows = store.study_runs(study.name) if store is not None else []
     low = high = 0.0
     bases: set[str] = set()
     for group in groups:
         rule = group.rule
         state = group_state(group, class_rows(rows, group.host_class))
-        plan = plan_group(group, state)
+        plan = plan_group(group, state, family=family)
         costs = {m.key: scenario_cost(m, store) for m in group.members}
         bases |= {"past runs" if c.basis.startswith("past") else "heuristic" for c in costs.values()}
         head = (f"  group {group.label}: {len(group.members)} scenarios, "

@@ -928,17 +928,25 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(v) for v in out]
 
 
-def decide_family(comparisons: Sequence[PairedComparison]) -> list[PairedComparison]:
+def decide_family(comparisons: Sequence[PairedComparison],
+                  family_size: int | None = None) -> list[PairedComparison]:
     """The comparisons with their verdicts decided together: each one's candidate claim
     (faster/slower or equivalent, see :attr:`PairedComparison.candidate`) is judged at its
     Holm-adjusted p-value, so that all the claims made hold together with probability at
-    least 1 - alpha (family-wise). The comparisons must share one alpha."""
+    least 1 - alpha (family-wise). The comparisons must share one alpha.
+
+    ``family_size``: the claims of the whole family when ``comparisons`` are only some of
+    them (a sweep deciding one group's claims that its study's report will decide with
+    every other group's): the others count as not yet testable (p = 1, ranked last), the
+    strictest place Holm can give these, so a claim decided here stays decided in the
+    family, whatever the others' p-values turn out to be."""
     if not comparisons:
         return []
     alphas = {c.alpha for c in comparisons}
     if len(alphas) > 1:
         raise ValueError(f"a family is decided at one alpha; got {sorted(alphas)}")
-    adjusted = holm([c.claim_p_value for c in comparisons])
+    others = max(0, (family_size or 0) - len(comparisons))
+    adjusted = holm([c.claim_p_value for c in comparisons] + [1.0] * others)
     return [c.with_adjusted_p(p) for c, p in zip(comparisons, adjusted)]
 
 
@@ -1389,7 +1397,7 @@ def plan_epoch(rounds: Sequence[Round], scenarios: Sequence[str],
                launch_s: float | Mapping[str, float] | None = None,
                round_s: float | Mapping[str, float] | None = None,
                min_blocks: int = MIN_BLOCKS, max_blocks: int = MAX_BLOCKS,
-               epochs_left: int | None = None) -> EpochPlan:
+               epochs_left: int | None = None, family_size: int | None = None) -> EpochPlan:
     """The racing controller: from the rounds stored so far, what the next launch epoch
     measures. A pure function of its arguments, so a resumed sweep plans what it would have.
 
@@ -1413,13 +1421,17 @@ def plan_epoch(rounds: Sequence[Round], scenarios: Sequence[str],
     whose outlook is out of reach or needs more epochs than that is given up -- it stays
     pending and undecided, but no longer keeps its scenarios running, so the epochs left go
     to the decisions they can still make. The selection is never given up.
+
+    ``family_size``: the claims the report will decide together with these (Holm,
+    :func:`decide_family`); by default just these.
     """
     names = list(dict.fromkeys(scenarios))
     options = dict(margin=margin, alpha=alpha, min_launches=min_launches)
     selection = select_best(rounds, names, **options)
     claim_pairs = list(dict.fromkeys((a, b) for a, b in claims))
     claim_results = tuple(decide_family([compare_rounds(rounds, a, b, **options)
-                                         for a, b in claim_pairs]))
+                                         for a, b in claim_pairs], family_size))
+    family = max(len(claim_results), family_size or 0)
     pending_claims = [c for c in claim_results if not c.verdict.decided]
     uncleared = [r for r in selection.rivals if not r.cleared]
     pending: list[tuple[str, str]] = [(r.comparison.b, r.name) for r in uncleared]
@@ -1463,7 +1475,7 @@ def plan_epoch(rounds: Sequence[Round], scenarios: Sequence[str],
     k_rivals = max(1, len(selection.rivals))
     outlooks = [outlook(r.comparison, blocks_per_launch=blocks, level=alpha / k_rivals,
                         test="clearance", pooled=r.pooled) for r in uncleared]
-    claim_outlooks = [outlook(c, blocks_per_launch=blocks, level=alpha / max(1, len(claim_results)))
+    claim_outlooks = [outlook(c, blocks_per_launch=blocks, level=alpha / max(1, family))
                       for c in pending_claims]
     outlooks += claim_outlooks
     if epochs_left and epochs_done >= min_launches:  # none left: the budget stops the group anyway

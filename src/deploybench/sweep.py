@@ -309,8 +309,16 @@ def epochs_left(group: Group, state: GroupState, usable: Sequence[str]) -> int:
     return min(by_launches, by_time)
 
 
-def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None = None) -> GroupPlan:
-    """Racing for one group: what its next epoch measures, or why it stops."""
+def study_family(groups: Sequence[Group]) -> int:
+    """The claims a study's report decides together (Holm): every group's claim pairs."""
+    return sum(len(g.claims()) for g in groups)
+
+
+def plan_group(group: Group, state: GroupState, *, family: int,
+               budget_left_s: float | None = None) -> GroupPlan:
+    """Racing for one group: what its next epoch measures, or why it stops. ``family``: the
+    claims its own are decided with (:func:`study_family`), so that a claim the sweep stops
+    measuring as decided is one the study's report decides too."""
     rule = group.rule
     options = dict(margin=rule.margin, alpha=rule.alpha, min_launches=rule.min_launches)
     failing = {k for k, n in state.failures_in_a_row.items() if n >= rule.max_consecutive_failures}
@@ -321,7 +329,7 @@ def plan_group(group: Group, state: GroupState, *, budget_left_s: float | None =
                               **options) for sel in selections_keys if len(sel) >= 2]
     claim_plan = stats.plan_epoch(state.rounds, [], claims, launch_s=state.launch_s,
                                   round_s=state.round_s, epochs_left=epochs_left(group, state, usable),
-                                  **options)
+                                  family_size=family, **options)
     active = set(claim_plan.active)
     pending = list(claim_plan.pending)
     outlooks = list(claim_plan.outlooks)
@@ -449,6 +457,7 @@ def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, s
             on_run(p, record)
 
     open_groups = make_groups(planned)
+    family = study_family(open_groups)
     flights: dict[int, _Flight] = {}
     lost_in_a_row: dict[int, int] = {}
     last_loss: dict[int, str] = {}
@@ -485,7 +494,7 @@ def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, s
                     rows = store.study_runs(study)
                 state = group_state(group, class_rows(rows, cls))
                 left = None if budget_s is None else budget_s - (time.monotonic() - began)
-                plan = plan_group(group, state, budget_left_s=left)
+                plan = plan_group(group, state, family=family, budget_left_s=left)
                 if plan.stop is None and lost_in_a_row.get(id(group), 0) >= MAX_LOST_IN_A_ROW:
                     plan.stop, plan.detail = "failing", (f"{lost_in_a_row[id(group)]} block sets in a row "
                                                          f"were lost or could not start (last: "

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from deploybench.stats import (EpochPlan, PairedComparison, PooledVariance, Round, Verdict,
-                               clearance_p_value, clearance_pool, compare_rounds, plan_epoch,
+                               clearance_p_value, clearance_pool, compare_rounds, decide_family, holm,
+                               plan_epoch,
                                pooled_launch_variance)
 
 from .simulate import LAUNCH_S, MAX_EPOCHS, ROUND_S, HostModel, SimulatedStudy, race
@@ -289,3 +290,28 @@ def test_undecided_pairs_come_with_an_outlook_in_epochs_and_blocks():
         if o.more_epochs is not None:
             assert o.more_blocks == o.more_epochs * plan.blocks_per_launch
     assert plan.done and "projected" in bases  # measured: decided equivalent after 6 epochs
+
+
+def test_a_claim_the_sweep_decides_in_its_group_stays_decided_in_the_study_family():
+    # the report decides every group's claims as one Holm family: a group's plan must decide
+    # its claims as the strictest members of that family, whatever the other groups show
+    study = SimulatedStudy({"A": 15.0 * 1.25, "B": 15.0}, seed=2)
+    for _ in range(3):
+        study.run_epoch(["A", "B"], 3)
+    alone = plan_epoch(study.rounds, [], [("A", "B")], launch_s=LAUNCH_S, round_s=ROUND_S)
+    in_study = plan_epoch(study.rounds, [], [("A", "B")], launch_s=LAUNCH_S, round_s=ROUND_S,
+                          family_size=200)
+    [c_alone], [c_study] = alone.claims, in_study.claims
+    assert c_alone.verdict is Verdict.SLOWER and alone.done
+    assert c_study.adjusted_p_value == min(1.0, c_alone.claim_p_value * 200)
+    assert c_study.verdict is Verdict.UNDECIDED and not in_study.done  # more launches would decide it
+    [o] = in_study.outlooks
+    assert o.more_epochs is not None and o.more_epochs >= 1
+    # Holm is monotone: what a family of 40 decides with 39 untestable others holds whatever they are
+    rng = np.random.default_rng(0)
+    mine = [compare_rounds(study.rounds, "A", "B")]
+    decided_here = decide_family(mine, family_size=40)[0].verdict.decided
+    for _ in range(200):
+        others = [float(p) for p in rng.uniform(0, 1, 39) ** rng.uniform(1, 8)]
+        full = holm([mine[0].claim_p_value] + others)[0]
+        assert not decided_here or full <= decide_family(mine, family_size=40)[0].adjusted_p_value
