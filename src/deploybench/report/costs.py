@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import footprint as fp
+from ..findings import workload_label
 from ..store import group_by_scenario
 
 
 @dataclass
 class CostsSection:
     rows: list[fp.ScenarioCost] = field(default_factory=list)
-    #: per app, the scenarios in tie-break order (cheapest first), by label, in groups of
-    #: the same cost within the footprint's noise
+    #: per workload (``findings.workload_label``: one per recommendation), its scenarios in tie-break order
+    #: (cheapest first), by name, in groups of the same cost within the footprint's noise
     tie_break: dict[str, list[list[str]]] = field(default_factory=dict)
     energy_recorded: bool = False
     resolution: float = fp.TIE_RESOLUTION
@@ -31,15 +32,16 @@ def costs_section(records: Sequence[Any]) -> CostsSection:
     measured = [r for r in records if not is_probe(r)]  # probes are the capacity section's
     rows = [c for c in fp.costs(measured) if c.runs]
     cells = {key: group for key, group in group_by_scenario(measured).items()}
-    by_app: dict[str, list[tuple[fp.ScenarioCost, str]]] = {}
+    by_workload: dict[str, list[tuple[fp.ScenarioCost, str]]] = {}
     for (key, _host, accel), group in cells.items():
-        if accel == "tcg" or not any(r.status == "ok" for r in group):
-            continue  # emulated guests are never candidates
+        s = group[0].scenario
+        if accel == "tcg" or s.inference_only or not any(r.status == "ok" for r in group):
+            continue  # emulated guests and inference-only runs are never candidates
         cost = fp.scenario_cost(group)
         if cost is not None:
-            by_app.setdefault(cost.app, []).append((cost, group[0].scenario.label))
+            by_workload.setdefault(workload_label(s), []).append((cost, s.name))
     tie_break = {}
-    for app, items in sorted(by_app.items()):
+    for workload, items in sorted(by_workload.items()):
         items.sort(key=lambda item: item[1])
-        tie_break[app] = [[items[i][1] for i in g] for g in fp.cost_order([c for c, _ in items])]
+        tie_break[workload] = [[items[i][1] for i in g] for g in fp.cost_order([c for c, _ in items])]
     return CostsSection(rows, tie_break, any(c.energy_j_per_request is not None for c in rows))
