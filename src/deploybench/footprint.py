@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:  # annotations only
     from .store import RunRecord
@@ -446,12 +446,12 @@ TIE_RESOLUTION = 0.10
 class TieLevel:
     """One level of the tie-break: a cost, the smallest difference that counts, and its words."""
     name: str
-    value: Any  # ScenarioCost -> float | None (None: not recorded)
+    value: Callable[["ScenarioCost"], float | None]  # None: not recorded
     floor: float  # the smallest difference that counts
     relative: bool  # measured (noise: the difference must also exceed TIE_RESOLUTION) or exact
-    says: Any  # value -> words
+    says: Callable[[float], str]
     #: (costlier, cheaper) -> words; by default "<costlier> against <cheaper>"
-    pair: Any = None
+    pair: Callable[[float, float], str] | None = None
 
     def differ(self, costlier: float, cheaper: float) -> str:
         return self.pair(costlier, cheaper) if self.pair else \

@@ -80,11 +80,11 @@ def cheapest_of(tied: Sequence[Cell]) -> tuple[Cell, str]:
     costs = [scenario_cost(c.records) for c in tied]
     known = [i for i, cost in enumerate(costs) if cost is not None]
     keep, dropped = tie_break([costs[i] for i in known])
-    left = [tied[known[k]] for k in keep]
-    if not left or tied[0] in left:
+    left = [known[k] for k in keep]
+    if not left or 0 in left:
         return tied[0], ""
-    why = dropped.get(known.index(0), "no successful runs") if 0 in known else "no successful runs"
-    return min(left, key=lambda c: c.summary.e2e_mean_ms), why
+    why = dropped[known.index(0)] if 0 in known else "no successful runs"
+    return min((tied[i] for i in left), key=lambda c: c.summary.e2e_mean_ms), why
 
 
 @dataclass

@@ -31,9 +31,8 @@ def costs_section(records: Sequence[Any]) -> CostsSection:
 
     measured = [r for r in records if not is_probe(r)]  # probes are the capacity section's
     rows = [c for c in fp.costs(measured) if c.runs]
-    cells = {key: group for key, group in group_by_scenario(measured).items()}
     by_workload: dict[str, list[tuple[fp.ScenarioCost, str]]] = {}
-    for (key, _host, accel), group in cells.items():
+    for (_key, _host, accel), group in group_by_scenario(measured).items():
         s = group[0].scenario
         if accel == "tcg" or s.inference_only or not any(r.status == "ok" for r in group):
             continue  # emulated guests and inference-only runs are never candidates
