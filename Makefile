@@ -16,7 +16,7 @@ demo: install
 	$(VENV)/bin/deploybench sweep studies/paper-quick.toml --db $(DEMO_DB)
 	$(VENV)/bin/deploybench sweep studies/practices-quick.toml --db $(DEMO_DB)
 	$(VENV)/bin/deploybench run BM/1/PIN/CPU BM/2/PIN/CPU --app ic --model-size tiny \
-	    --requests 16 --repeat 3 --inference-only --db $(DEMO_DB)
+	    --requests 16 --repeat 12 --launches 6 --inference-only --db $(DEMO_DB)
 	$(VENV)/bin/deploybench show --db $(DEMO_DB)
 	$(VENV)/bin/deploybench report --db $(DEMO_DB) -o demo-out/report.html
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 
@@ -334,6 +334,16 @@ class Cell:
         """Per-round means of ``metric`` (for the ratio-of-ratios of best practice 5)."""
         return [r.mean_ms for r in self.rounds(metric)]
 
+    def phase_share_values(self) -> list[tuple[str, float]]:
+        """(launch, pre+post share of pre+infer+post) of every round that timed its phases."""
+        out = []
+        for r in self.records:
+            pre, infer, post = (r.summary.get(k) for k in ("pre_ms", "infer_ms", "post_ms"))
+            if pre is None or infer is None or post is None or not pre + infer + post > 0:
+                continue
+            out.append((launch_of(r), float((pre + post) / (pre + infer + post))))
+        return out
+
     def phase_shares(self) -> dict[str, float]:
         s = self.summary
         total = s.pre_ms + s.infer_ms + s.post_ms
@@ -393,23 +403,50 @@ class Judge:
     def __init__(self, margin: float = stats.DEFAULT_MARGIN, alpha: float = stats.DEFAULT_ALPHA,
                  min_launches: int = stats.MIN_LAUNCHES) -> None:
         self.margin, self.alpha, self.min_launches = margin, alpha, min_launches
-        self.raw: dict[tuple[str, str, str], stats.PairedComparison] = {}
-        self.decided: dict[tuple[str, str, str], stats.PairedComparison] | None = None
+        self.raw: dict[tuple[str, str, str], stats.Claim] = {}
+        self.decided: dict[tuple[str, str, str], stats.Claim] | None = None
+
+    def _claim(self, key: tuple[str, str, str], make: Callable[[], stats.C]) -> stats.C:
+        """The claim under ``key``: made once, the family's verdict once decided."""
+        if self.decided is not None and key in self.decided:
+            return cast(stats.C, self.decided[key])
+        if key not in self.raw:
+            self.raw[key] = make()
+        return cast(stats.C, self.raw[key])
 
     def compare(self, a: Cell, b: Cell, metric: str = "e2e") -> stats.PairedComparison:
         if a.id == b.id:
             raise ValueError(f"{a.display} compared with itself")
-        key = (a.id, b.id, metric)
-        if self.decided is not None and key in self.decided:
-            return self.decided[key]
-        if key not in self.raw:
-            name_a, name_b = a.display, b.display
-            if name_a == name_b:
-                name_a, name_b = f"{name_a} [{a.summary.data_set or a.host}]", f"{name_b} [{b.summary.data_set or b.host}]"
-            self.raw[key] = stats.compare_rounds(a.rounds(metric, name_a) + b.rounds(metric, name_b),
-                                                 name_a, name_b, margin=self.margin, alpha=self.alpha,
-                                                 min_launches=self.min_launches)
-        return self.raw[key]
+        return self._claim((a.id, b.id, metric), lambda: self._measure(a, b, metric))
+
+    def _measure(self, a: Cell, b: Cell, metric: str) -> stats.PairedComparison:
+        name_a, name_b = a.display, b.display
+        if name_a == name_b:
+            name_a, name_b = f"{name_a} [{a.summary.data_set or a.host}]", f"{name_b} [{b.summary.data_set or b.host}]"
+        return stats.compare_rounds(a.rounds(metric, name_a) + b.rounds(metric, name_b),
+                                    name_a, name_b, margin=self.margin, alpha=self.alpha,
+                                    min_launches=self.min_launches)
+
+    def compare_speedups(self, a: Cell, b: Cell, a_only: Cell, b_only: Cell) -> stats.PairedComparison:
+        """One claim: ``a`` against ``b`` by E2E, divided by the same pair measured
+        inference-only (``a_only`` against ``b_only``, inference phase):
+        :func:`stats.ratio_of_comparisons` of the two paired comparisons. Below 1 (``faster``):
+        E2E shows ``a`` relatively faster than inference alone does. The two comparisons
+        themselves are not claims of the family; their ratio is."""
+        def make() -> stats.PairedComparison:
+            e2e, infer = self._measure(a, b, "e2e"), self._measure(a_only, b_only, "infer")
+            return stats.ratio_of_comparisons(e2e, infer, a=f"{a.display} vs {b.display} by E2E",
+                                              b="by inference only")
+        return self._claim((f"{a.id}/{a_only.id}", f"{b.id}/{b_only.id}", "e2e/infer"), make)
+
+    def phases_reach(self, label: str, cells: Sequence[Cell], share: float) -> stats.ThresholdClaim:
+        """One claim about ``cells`` (one workload's): pre+post-processing take at least
+        ``share`` of E2E in some of them, or less in all (:class:`stats.ThresholdClaim`
+        over each cell's per-round phase share, at launch level)."""
+        def make() -> stats.ThresholdClaim:
+            levels = tuple(stats.level_estimate(c.display, c.phase_share_values()) for c in cells)
+            return stats.ThresholdClaim(label, share, levels, self.alpha, self.min_launches)
+        return self._claim(("|".join(sorted(c.id for c in cells)), label, f"phases>={share:g}"), make)
 
     def decide(self) -> None:
         keys = list(self.raw)

@@ -6,8 +6,11 @@ below does exactly that); the verdict is ``holds``, ``does not hold`` or
 
 DESIGN: a practice is a claim about *comparisons*, so each test is a set of paired
 comparisons between cells that differ in one thing (see findings.Cell), made by the
-report's ``Judge`` (so decided with the rest of the report's claims, Holm-corrected). Only
-*decided* comparisons count: ``faster``/``slower`` beyond the margin, or ``equivalent``
+report's ``Judge`` (so decided with the rest of the report's claims, Holm-corrected);
+practice 1, about how much of E2E the phases take, makes one threshold claim per workload
+over its cells' launches (stats.ThresholdClaim), and practice 5 a ratio of two paired
+comparisons (stats.ratio_of_comparisons), both in the same family. Only
+*decided* claims count: ``faster``/``slower`` beyond the margin, or ``equivalent``
 within it (an equivalence is an answer: where a practice says "X helps", an equivalence
 opposes it; where it says "X costs nothing", it supports it). Undecided comparisons are
 listed with the evidence and counted apart, never for or against. A comparison whose host
@@ -23,7 +26,6 @@ from typing import Any, Sequence
 from . import stats
 from .findings import Cell, Comparison, Judge, compare_cells, condition_free_key, scale_ups
 from .scenario import CpuMode, PlatformName, Processor
-from .stats import ratio_of_ratios
 from .warnings import WarningCode
 
 FASTER, SLOWER, EQUIVALENT = stats.Verdict.FASTER, stats.Verdict.SLOWER, stats.Verdict.EQUIVALENT
@@ -122,29 +124,42 @@ def _pct(x: float) -> str:
 
 
 # -- 1 -------------------------------------------------------------------------------------
-def bp1_phases(cells: Sequence[Cell]) -> BestPractice:
+def bp1_phases(cells: Sequence[Cell], judge: Judge) -> BestPractice:
     bp = BestPractice(
         1, "Scrutinize the resource use of all three phases (pre-processing, inference, "
            "post-processing) before choosing an execution platform.",
-        f"Per app, the pre+post-processing share of E2E over its CPU scenarios: holds when it "
-        f"reaches {_pct(PHASE_SHARE_MATTERS)} somewhere, or moves by {_pct(PHASE_SHARE_MATTERS)} points "
-        f"across scenarios (looking at inference alone would misjudge); does not hold when inference "
-        f"is over {_pct(1 - PHASE_SHARE_MATTERS)} of E2E everywhere with stable shares.")
-    support = oppose = 0
-    by_app: dict[str, list[Cell]] = {}
+        f"Per app and workload, the pre+post-processing share of E2E in each of its CPU scenarios, "
+        f"over launches (>= 3 each): supports when some scenario's share is decided to reach "
+        f"{_pct(PHASE_SHARE_MATTERS)} (one-sided, Bonferroni over the workload's scenarios: looking "
+        f"at inference alone would misjudge it), opposes when every scenario's share is decided "
+        f"below it (inference is over {_pct(1 - PHASE_SHARE_MATTERS)} of E2E everywhere); one claim "
+        f"per workload, decided with the report's others (Holm); otherwise undecided, not counted.")
+    tally = _Tally()
+    by_workload: dict[tuple[str, str], list[Cell]] = {}
     for c in _usable(cells):
-        by_app.setdefault(c.workload_label, []).append(c)
-    for label, group in sorted(by_app.items()):
-        shares = [(1 - c.phase_shares()["infer"], c) for c in group if not math.isnan(c.phase_shares()["infer"])]
-        if not shares:
-            continue
-        lo, hi = min(shares, key=lambda s: s[0]), max(shares, key=lambda s: s[0])
-        matters = hi[0] >= PHASE_SHARE_MATTERS or hi[0] - lo[0] >= PHASE_SHARE_MATTERS
-        support += matters
-        oppose += not matters
-        bp.evidence.append(f"{label}: pre+post = {_pct(lo[0])} of E2E ({lo[1].name}) to {_pct(hi[0])} "
-                           f"({hi[1].name}) -> {'the phases matter' if matters else 'inference dominates'}")
-    return _decide(bp, support, oppose, "E2E runs (not --inference-only) of at least one app", rule="any")
+        if c.phase_share_values():
+            by_workload.setdefault((c.workload, c.host), []).append(c)
+    for _, group in sorted(by_workload.items()):
+        group.sort(key=lambda c: c.display)
+        label = group[0].workload_label
+        claim = judge.phases_reach(label, group, PHASE_SHARE_MATTERS)
+        lo = min(claim.levels, key=lambda lv: lv.mean)
+        hi = max(claim.levels, key=lambda lv: lv.mean)
+        if not claim.decided:
+            tally.undecided += 1
+            said = "undecided: not counted"
+        elif claim.reaches:
+            tally.support += 1
+            said = "the phases matter: for"
+        else:
+            tally.oppose += 1
+            said = "inference dominates: against"
+        p = f"p{stats.format_p(claim.adjusted_p_value)}" if math.isfinite(claim.adjusted_p_value) else "p=?"
+        bp.evidence.append(f"{label}: pre+post = {_pct(lo.mean)} of E2E ({lo.name}) to {_pct(hi.mean)} "
+                           f"({hi.name}), over {min(lv.launches for lv in claim.levels)}+ launches "
+                           f"({p}) -> {said}")
+    return _decide(bp, tally.support, tally.oppose, "E2E runs (not --inference-only) of at least one app",
+                   rule="any", undecided=tally.undecided)
 
 
 # -- 2 -------------------------------------------------------------------------------------
@@ -256,17 +271,17 @@ def bp4_storage(cells: Sequence[Cell], judge: Judge) -> BestPractice:
 
 
 # -- 5 -------------------------------------------------------------------------------------
-def bp5_e2e_not_inference(cells: Sequence[Cell], judge: Judge, margin: float = stats.DEFAULT_MARGIN
-                          ) -> BestPractice:
+def bp5_e2e_not_inference(cells: Sequence[Cell], judge: Judge) -> BestPractice:
     bp = BestPractice(
         5, "When benchmarking to find the optimal deployment, measure the E2E inference time, "
            "not only the inference operation.",
         "For pairs of scenarios of one app measured both E2E and --inference-only (each side with "
-        ">= 3 launches): the speedup of one over the other by E2E against the same speedup by "
-        "inference only (ratio of the two ratios, 95% CI over the runs' means), for pairs that "
-        "differ in one setting (platform, cores, mode or processor). Supports when the CI excludes "
-        "1 (E2E would rank or size the choice differently), opposes when it lies within the "
-        "margin (they agree); otherwise undecided, not counted. Holds when at least one pair differs.")
+        ">= 3 launches), that differ in one setting (platform, cores, mode or processor): their "
+        "ratio by E2E against their ratio by inference only, each a paired comparison over launch "
+        "pairs, the ratio of the two decided like any claim of the report (Holm). Supports when "
+        "the two ratios are decided to differ by more than the margin (E2E would rank or size the "
+        "choice differently), opposes when decided equivalent within it (they agree); otherwise "
+        "undecided, not counted. Holds when at least one pair differs.")
     e2e = {(c.scenario.key, c.host, c.accel): c for c in _usable(cells)}
     only = {(c.scenario.with_(inference_only=False).key, c.host, c.accel): c
             for c in _usable(cells, inference_only=True)}
@@ -283,23 +298,22 @@ def bp5_e2e_not_inference(cells: Sequence[Cell], judge: Judge, margin: float = s
                     continue
                 if _settings_differing(a_e, b_e) != 1:
                     continue
-                rr = ratio_of_ratios(b_e.values("e2e"), a_e.values("e2e"),
-                                     b_i.values("infer"), a_i.values("infer"), 1 - judge.alpha)
-                sp_e = a_e.summary.e2e_mean_ms / b_e.summary.e2e_mean_ms
-                sp_i = a_i.summary.infer_ms / b_i.summary.infer_ms
-                within = rr.low >= 1 / (1 + margin) and rr.high <= 1 + margin
-                if rr.significant:
+                comp = judge.compare_speedups(b_e, a_e, b_i, a_i)
+                if comp.verdict in (FASTER, SLOWER):
                     tally.support += 1
-                    said = "the speedups differ: for"
-                elif within:
+                    said = "the two ratios differ: for"
+                elif comp.verdict is EQUIVALENT:
                     tally.oppose += 1
-                    said = f"they agree within ±{margin:.0%}: against"
+                    said = "they agree: against"
                 else:
                     tally.undecided += 1
                     said = "undecided: not counted"
+                sp_e = a_e.summary.e2e_mean_ms / b_e.summary.e2e_mean_ms
+                sp_i = a_i.summary.infer_ms / b_i.summary.infer_ms
                 bp.evidence.append(
                     f"{b_e.name} vs {a_e.name} ({a_e.app}): speedup {sp_e:.2f}x E2E vs {sp_i:.2f}x "
-                    f"inference only; ratio {rr.value:.2f} (CI {rr.low:.2f}..{rr.high:.2f}) -> {said}")
+                    f"inference only (means); E2E ratio / inference-only ratio "
+                    f"{comp.describe_result()} -> {said}")
     return _decide(bp, tally.support, tally.oppose,
                    "the same >= 2 scenarios run both E2E and with --inference-only, >= 3 launches each",
                    rule="any", undecided=tally.undecided)
@@ -378,6 +392,6 @@ def bp7_containers_edge(cells: Sequence[Cell], judge: Judge) -> BestPractice:
 
 def best_practices(cells: Sequence[Cell], judge: Judge) -> list[BestPractice]:
     """All seven, in the paper's order (their comparisons through ``judge``)."""
-    return [bp1_phases(cells), bp2_scale_up(cells, judge), bp3_spare_cores(cells, judge),
-            bp4_storage(cells, judge), bp5_e2e_not_inference(cells, judge, judge.margin),
+    return [bp1_phases(cells, judge), bp2_scale_up(cells, judge), bp3_spare_cores(cells, judge),
+            bp4_storage(cells, judge), bp5_e2e_not_inference(cells, judge),
             bp6_gpu(cells, judge), bp7_containers_edge(cells, judge)]

@@ -49,8 +49,8 @@ simulated studies in tests/unit/test_decisions.py measure what that costs (A/A
 false-positive rate, power, coverage, correct selection).
 
 Older helpers, used by the per-run summaries of ``show``: Student-t CIs (:func:`mean_ci`),
-percentiles with bootstrap CIs, outliers by the modified z-score on the median absolute
-deviation (Iglewicz and Hoaglin), reported, never dropped, and Welch's unpaired test.
+percentiles with bootstrap CIs, and outliers by the modified z-score on the median absolute
+deviation (Iglewicz and Hoaglin), reported, never dropped.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -152,30 +152,6 @@ def mad_outliers(values: Sequence[float], threshold: float = 3.5) -> list[int]:
     return [int(i) for i in np.flatnonzero(np.abs(z) > threshold)]
 
 
-def runs_needed(values: Sequence[float], target_rel: float, confidence: float = 0.95) -> int:
-    """Independent runs a fixed-count design needs for a CI half-width of ``target_rel`` x mean,
-    from the spread of ``values``: the smallest n with t(n-1) s / sqrt(n) <= target x mean."""
-    arr = np.asarray(values, dtype=float)
-    if arr.size < 2 or arr.mean() == 0:
-        return 2
-    sd, goal = float(arr.std(ddof=1)), target_rel * abs(float(arr.mean()))
-    if sd == 0:
-        return 2
-    n = max(2, math.ceil((1.96 * sd / goal) ** 2))
-    while t_critical(n - 1, confidence) * sd / math.sqrt(n) > goal:
-        n += 1
-    return n
-
-
-def welch_test(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test (nan when either side has < 2 values)."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 #: LoadGen scenarios whose per-request E2E includes the wait in the queue. Under Server,
 #: queries arrive on LoadGen's schedule whether or not the worker is free, so the wait
 #: (issue to start of processing) is latency the user sees. Under Offline every sample is
@@ -238,134 +214,17 @@ def summarize_samples(samples: Mapping[str, Sequence[int]], loadgen_scenario: st
 
 # -- comparisons of two scenarios ---------------------------------------------------------
 
-@dataclass(frozen=True)
-class Difference:
-    """``a`` against ``b`` (b is the baseline): the difference of means, relative to b.
-
-    DESIGN: the CI is Welch's CI of the difference of means (unequal variances,
-    Welch-Satterthwaite degrees of freedom) divided by the baseline's mean, so the CI
-    excludes 0 exactly when Welch's test is significant at the same level: the verdict and
-    the interval never disagree. Treating the baseline mean as a fixed scale ignores a
-    second-order term (its own relative error times the difference), small next to the
-    difference's own uncertainty for the run counts used here.
-    """
-
-    mean_a: float
-    mean_b: float
-    diff: float  # mean_a - mean_b
-    half_width: float  # of the CI of diff; nan when it cannot be computed
-    p_value: float  # Welch's two-sided test; nan when it cannot be computed
-    n_a: int
-    n_b: int
-    df: float
-    confidence: float = 0.95
-
-    @property
-    def relative(self) -> float:
-        """(a - b) / b: +0.10 means a is 10% slower (larger) than b."""
-        return self.diff / self.mean_b if self.mean_b else math.nan
-
-    @property
-    def relative_low(self) -> float:
-        return (self.diff - self.half_width) / self.mean_b if self.mean_b else math.nan
-
-    @property
-    def relative_high(self) -> float:
-        return (self.diff + self.half_width) / self.mean_b if self.mean_b else math.nan
-
-    @property
-    def ratio(self) -> float:
-        return self.mean_a / self.mean_b if self.mean_b else math.nan
-
-    @property
-    def testable(self) -> bool:
-        return not math.isnan(self.p_value)
-
-    @property
-    def significant(self) -> bool:
-        return self.testable and self.p_value < (1 - self.confidence)
-
-    def describe(self, unit: str = "%") -> str:
-        """``+10.0% (CI +8.1..+11.9%, significant, p=0.0004)`` or ``..., not significant``."""
-        if not self.testable:
-            return f"{self.relative * 100:+.1f}% (no CI: needs >= 2 values on each side)"
-        verdict = "significant" if self.significant else "not significant"
-        return (f"{self.relative * 100:+.1f}% (CI {self.relative_low * 100:+.1f}.."
-                f"{self.relative_high * 100:+.1f}%, {verdict}, p{_fmt_p(self.p_value)})")
-
-    def to_json(self) -> dict[str, float | int | bool | str]:
-        return {"mean_a": self.mean_a, "mean_b": self.mean_b, "diff": self.diff,
-                "half_width": self.half_width, "p_value": self.p_value, "n_a": self.n_a,
-                "n_b": self.n_b, "df": self.df, "relative": self.relative,
-                "relative_low": self.relative_low, "relative_high": self.relative_high,
-                "significant": self.significant, "text": self.describe()}
-
-
-def _fmt_p(p: float) -> str:
+def format_p(p: float) -> str:
     """``=0.03`` or ``<0.001`` (to follow a ``p``)."""
     return f"={p:.2g}" if p >= 0.001 else "<0.001"
 
 
-def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
-    """Welch's CI and test of mean(a) - mean(b) (see :class:`Difference`)."""
-    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    na, nb = int(xa.size), int(xb.size)
-    ma = float(xa.mean()) if na else math.nan
-    mb = float(xb.mean()) if nb else math.nan
-    if na < 2 or nb < 2:
-        return Difference(ma, mb, ma - mb, math.nan, math.nan, na, nb, math.nan, confidence)
-    va, vb = float(xa.var(ddof=1)) / na, float(xb.var(ddof=1)) / nb
-    se = math.sqrt(va + vb)
-    if se == 0:  # identical constant samples: no uncertainty at all
-        p = 1.0 if ma == mb else 0.0
-        return Difference(ma, mb, ma - mb, 0.0, p, na, nb, math.inf, confidence)
-    df = satterthwaite_df([(va, na), (vb, nb)])
-    from scipy import stats
-
-    t = (ma - mb) / se
-    p = float(2 * stats.t.sf(abs(t), df))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    return Difference(ma, mb, ma - mb, half, p, na, nb, df, confidence)
-
-
-def satterthwaite_df(parts: Sequence[tuple[float, int]]) -> float:
+def satterthwaite_df(parts: Sequence[tuple[float, float]]) -> float:
     """Welch-Satterthwaite degrees of freedom of a sum of independent variance terms
-    ``(variance of the term, observations behind it)``."""
+    ``(variance of the term, its degrees of freedom)``."""
     num = sum(v for v, _ in parts) ** 2
-    den = sum(v * v / (n - 1) for v, n in parts if n > 1)
+    den = sum(v * v / df for v, df in parts if df > 0)
     return num / den if den > 0 else math.inf
-
-
-@dataclass(frozen=True)
-class RatioOfRatios:
-    """(a1/b1) / (a2/b2) on the log scale, e.g. an E2E speedup against an inference-only
-    speedup. Delta method: var(log mean) ~ s^2 / (n mean^2) for each of the four means."""
-
-    value: float
-    low: float
-    high: float
-    df: float
-
-    @property
-    def significant(self) -> bool:
-        return not math.isnan(self.low) and (self.low > 1 or self.high < 1)
-
-
-def ratio_of_ratios(a1: Sequence[float], b1: Sequence[float], a2: Sequence[float],
-                    b2: Sequence[float], confidence: float = 0.95) -> RatioOfRatios:
-    groups = [np.asarray(g, dtype=float) for g in (a1, b1, a2, b2)]
-    means = [float(g.mean()) for g in groups]
-    value = (means[0] / means[1]) / (means[2] / means[3])
-    if any(g.size < 2 for g in groups) or any(m <= 0 for m in means):
-        return RatioOfRatios(value, math.nan, math.nan, math.nan)
-    parts = [(float(g.var(ddof=1)) / (g.size * m * m), int(g.size)) for g, m in zip(groups, means)]
-    se = math.sqrt(sum(v for v, _ in parts))
-    df = satterthwaite_df(parts)
-    from scipy import stats
-
-    t = float(stats.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else 1.959964
-    log_v = math.log(value)
-    return RatioOfRatios(value, math.exp(log_v - t * se), math.exp(log_v + t * se), df)
 
 
 # =========================================================================================
@@ -763,7 +622,7 @@ class PairedComparison:
         counts = f"{self.launch_pairs} launch pair{'s' if self.launch_pairs != 1 else ''}, {self.blocks} blocks"
         if self.outliers:
             counts += f", {len(self.outliers)} outlier block{'s' if len(self.outliers) != 1 else ''}"
-        p = "" if self.verdict is Verdict.UNDECIDED else f"p{_fmt_p(self.adjusted_p_value)}; "
+        p = "" if self.verdict is Verdict.UNDECIDED else f"p{format_p(self.adjusted_p_value)}; "
         return f"{self.ratio:.3f}x ({interval}), {what} ({p}{counts})"
 
     def to_json(self) -> dict[str, Any]:
@@ -822,6 +681,25 @@ def _flag_outliers(values: np.ndarray, groups: np.ndarray, n_groups: int,
     return flagged, medians
 
 
+def _judged(a: str, b: str, log_ratio: float, se: float, df: float, launch_pairs: int,
+            used: int, basis: str, *, margin: float, alpha: float, min_launches: int,
+            between: float = math.nan, within: float = math.nan,
+            outliers: tuple[FlaggedBlock, ...] = ()) -> PairedComparison:
+    """A comparison from its estimate of log(a/b), standard error and degrees of freedom:
+    its tests, and its verdict as a family of one."""
+    log_margin = math.log1p(margin)
+    if math.isfinite(se) and df > 0:
+        p = 2 * _t_cdf(df, -abs(_t_stat(log_ratio, se)))
+        p_low = _t_cdf(df, -_t_stat(log_ratio + log_margin, se))
+        p_high = _t_cdf(df, _t_stat(log_ratio - log_margin, se))
+    else:
+        p = p_low = p_high = math.nan
+    comparison = PairedComparison(a, b, log_ratio, se, df, p, p_low, p_high, math.nan,
+                                  Verdict.UNDECIDED, margin, alpha, min_launches,
+                                  launch_pairs, used, basis, between, within, outliers)
+    return comparison.with_adjusted_p(comparison.claim_p_value)
+
+
 def compare_paired(blocks: Sequence[PairedBlock], *, a: str = "a", b: str = "b",
                    margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
                    min_launches: int = MIN_LAUNCHES, outlier_z: float = OUTLIER_Z
@@ -864,21 +742,13 @@ def compare_paired(blocks: Sequence[PairedBlock], *, a: str = "a", b: str = "b",
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
     if not margin > 0:
         raise ValueError(f"margin must be > 0, got {margin}")
-    log_margin = math.log1p(margin)
 
     def result(log_ratio: float, se: float, df: float, launch_pairs: int, used: int, basis: str,
                between: float = math.nan, within: float = math.nan,
                outliers: tuple[FlaggedBlock, ...] = ()) -> PairedComparison:
-        if math.isfinite(se) and df > 0:
-            p = 2 * _t_cdf(df, -abs(_t_stat(log_ratio, se)))
-            p_low = _t_cdf(df, -_t_stat(log_ratio + log_margin, se))
-            p_high = _t_cdf(df, _t_stat(log_ratio - log_margin, se))
-        else:
-            p = p_low = p_high = math.nan
-        comparison = PairedComparison(a, b, log_ratio, se, df, p, p_low, p_high, math.nan,
-                                      Verdict.UNDECIDED, margin, alpha, min_launches,
-                                      launch_pairs, used, basis, between, within, outliers)
-        return comparison.with_adjusted_p(comparison.claim_p_value)
+        return _judged(a, b, log_ratio, se, df, launch_pairs, used, basis, margin=margin,
+                       alpha=alpha, min_launches=min_launches, between=between, within=within,
+                       outliers=outliers)
 
     if not blocks:
         return result(math.nan, math.nan, math.nan, 0, 0, "none")
@@ -912,7 +782,130 @@ def compare_rounds(rounds: Sequence[Round], a: str, b: str, **options: Any) -> P
     return compare_paired(paired_blocks(rounds, a, b), a=a, b=b, **options)
 
 
+def ratio_of_comparisons(x: PairedComparison, y: PairedComparison, *, a: str, b: str
+                         ) -> PairedComparison:
+    """How much the ratio of one paired comparison differs from another's: ``x.ratio /
+    y.ratio`` as a comparison of its own, named ``a`` against ``b`` (e.g. an E2E speedup
+    against the same pair's inference-only speedup, best practice 5).
+
+    The two must come from different launches (two workloads never share one), so their
+    launch-pair means are independent: log(x/y) = x.log_ratio - y.log_ratio, its standard
+    error sqrt(se_x^2 + se_y^2), with Welch-Satterthwaite degrees of freedom from the two
+    comparisons' own (launch pairs - 1 each). So it inherits the launch-level replication of
+    both sides, never rounds as if they were independent. Its verdict follows the same rules
+    (``faster``/``slower``: x's ratio is below/above y's by more than the margin;
+    ``equivalent``: within it by TOST; ``undecided`` when either side has fewer than
+    min_launches launch pairs), and it joins a family like any claim. Margin, alpha and
+    min_launches are x's."""
+    both = x.basis == "launch pairs" and y.basis == "launch pairs"
+    log_ratio = x.log_ratio - y.log_ratio
+    se, df = math.nan, math.nan
+    if both and math.isfinite(x.log_se) and math.isfinite(y.log_se):
+        se = math.sqrt(x.log_se ** 2 + y.log_se ** 2)
+        df = satterthwaite_df([(x.log_se ** 2, x.df), (y.log_se ** 2, y.df)])
+        if not math.isfinite(df):  # both standard errors are 0
+            df = x.df + y.df
+    return _judged(a, b, log_ratio, se, df, min(x.launch_pairs, y.launch_pairs),
+                   x.blocks + y.blocks, "launch pairs" if both else "none", margin=x.margin,
+                   alpha=x.alpha, min_launches=x.min_launches)
+
+
 # -- several claims together: Holm -------------------------------------------------------
+
+class Claim(Protocol):
+    """What a family decides (:func:`decide_family`): a claim with its own p-value, judged
+    again at the p-value the family's correction gives it."""
+
+    @property
+    def alpha(self) -> float: ...
+
+    @property
+    def claim_p_value(self) -> float: ...
+
+    def with_adjusted_p(self, adjusted_p: float) -> Any: ...
+
+
+C = TypeVar("C", bound=Claim)
+
+
+@dataclass(frozen=True)
+class LevelEstimate:
+    """A quantity measured in every round (a phase's share of E2E, say), estimated over
+    launches: the mean of the launch means (each the mean of its rounds), its standard
+    error over launches (nan with fewer than 2), as :func:`scenario_ci` does for E2E."""
+
+    name: str
+    mean: float
+    se: float
+    launches: int
+
+    def p_at_most(self, level: float) -> float:
+        """One-sided p-value against "the true value is at most ``level``" (t over
+        launches): small when the data say it lies above."""
+        return self._p(self.mean - level)
+
+    def p_at_least(self, level: float) -> float:
+        """One-sided p-value against "the true value is at least ``level``"."""
+        return self._p(level - self.mean)
+
+    def _p(self, excess: float) -> float:
+        if self.launches < 2 or not math.isfinite(self.se) or not math.isfinite(self.mean):
+            return 1.0
+        return _t_cdf(self.launches - 1, -_t_stat(excess, self.se))
+
+
+def level_estimate(name: str, values: Sequence[tuple[str, float]]) -> LevelEstimate:
+    """:class:`LevelEstimate` from ``(launch, value)`` per round."""
+    if not values:
+        return LevelEstimate(name, math.nan, math.nan, 0)
+    groups, n = _group_codes([launch for launch, _ in values])
+    data = np.array([v for _, v in values], dtype=float)
+    means = np.bincount(groups, weights=data, minlength=n) / np.bincount(groups, minlength=n)
+    se = float(np.std(means, ddof=1) / math.sqrt(n)) if n >= 2 else math.nan
+    return LevelEstimate(name, float(means.mean()), se, n)
+
+
+@dataclass(frozen=True)
+class ThresholdClaim:
+    """One claim about several levels against a threshold: *some reach it* when the largest
+    estimate does, else *all stay below it*, tested at launch level and decided like any
+    claim of a family (``decided`` after :meth:`with_adjusted_p`).
+
+    Some reach it: the smallest of the levels' one-sided p-values against "at most the
+    threshold", times the number of levels tested (Bonferroni: which level is largest was
+    read from the data). All stay below it: the largest of their p-values against "at least
+    the threshold" (an intersection-union test: every level must be shown below, so no
+    correction), and only when every level has >= ``min_launches`` launches. A level with
+    fewer launches is not tested (p = 1)."""
+
+    label: str
+    threshold: float
+    levels: tuple[LevelEstimate, ...]
+    alpha: float
+    min_launches: int = MIN_LAUNCHES
+    adjusted_p_value: float = math.nan
+    decided: bool = False
+
+    @property
+    def reaches(self) -> bool:
+        """The claim the estimates point to: some level reaches the threshold."""
+        means = [lv.mean for lv in self.levels if math.isfinite(lv.mean)]
+        return bool(means) and max(means) >= self.threshold
+
+    @property
+    def claim_p_value(self) -> float:
+        tested = [lv for lv in self.levels if lv.launches >= self.min_launches]
+        if not tested:
+            return 1.0
+        if self.reaches:
+            return min(1.0, len(tested) * min(lv.p_at_most(self.threshold) for lv in tested))
+        if len(tested) < len(self.levels):
+            return 1.0
+        return max(lv.p_at_least(self.threshold) for lv in tested)
+
+    def with_adjusted_p(self, adjusted_p: float) -> "ThresholdClaim":
+        return dataclasses.replace(self, adjusted_p_value=adjusted_p, decided=adjusted_p < self.alpha)
+
 
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input order: sort ascending, multiply the
@@ -928,12 +921,11 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(v) for v in out]
 
 
-def decide_family(comparisons: Sequence[PairedComparison],
-                  family_size: int | None = None) -> list[PairedComparison]:
-    """The comparisons with their verdicts decided together: each one's candidate claim
-    (faster/slower or equivalent, see :attr:`PairedComparison.candidate`) is judged at its
-    Holm-adjusted p-value, so that all the claims made hold together with probability at
-    least 1 - alpha (family-wise). The comparisons must share one alpha.
+def decide_family(comparisons: Sequence[C], family_size: int | None = None) -> list[C]:
+    """The claims with their verdicts decided together: each one's candidate claim (for a
+    comparison, faster/slower or equivalent, see :attr:`PairedComparison.candidate`) is
+    judged at its Holm-adjusted p-value, so that all the claims made hold together with
+    probability at least 1 - alpha (family-wise). The claims must share one alpha.
 
     ``family_size``: the claims of the whole family when ``comparisons`` are only some of
     them (a sweep deciding one group's claims that its study's report will decide with

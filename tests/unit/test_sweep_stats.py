@@ -1,5 +1,5 @@
 """Statistics used by sweeps: CIs over runs, percentiles with bootstrap CIs, MAD outliers,
-CV, and the run count a fixed design needs."""
+and CV."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deploybench.stats import (
-    bootstrap_percentile_ci, coefficient_of_variation, mad_outliers, mean_ci, percentiles, runs_needed,
+    bootstrap_percentile_ci, coefficient_of_variation, mad_outliers, mean_ci, percentiles,
 )
 
 
@@ -49,15 +49,3 @@ def test_mad_outliers_reports_the_far_run_only():
 def test_coefficient_of_variation():
     assert coefficient_of_variation([10, 10, 10]) == 0.0
     assert coefficient_of_variation([9, 11]) == pytest.approx(math.sqrt(2) / 10)
-
-
-def test_runs_needed_reaches_the_target_and_no_fewer():
-    rng = np.random.default_rng(1)
-    values = rng.normal(100, 5, 30)
-    n = runs_needed(values, 0.01)
-    sd, mean = values.std(ddof=1), values.mean()
-    from deploybench.stats import t_critical
-
-    assert t_critical(n - 1) * sd / math.sqrt(n) <= 0.01 * mean
-    assert t_critical(n - 2) * sd / math.sqrt(n - 1) > 0.01 * mean
-    assert runs_needed([7.0, 7.0, 7.0], 0.01) == 2
