@@ -251,7 +251,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .datasets import DataSetError
     from .export import ExportError
     from .fleet import FleetError
-    from .reference import ReferenceError
     from .platforms.base import PlatformError
     from .platforms.cpu import CgroupError
     from .reference import ReferenceError

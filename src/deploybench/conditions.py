@@ -247,11 +247,6 @@ def needs_io_evidence(scenario: Scenario) -> bool:
     return scenario.page_cache is PageCache.COLD or scenario.storage is not Storage.NATIVE
 
 
-def needs_io_evidence(scenario: Scenario) -> bool:
-    """A condition whose effect is proven from the disk reads of the timed requests."""
-    return scenario.page_cache is PageCache.COLD or scenario.storage is not Storage.NATIVE
-
-
 #: a throttled disk that held the timed requests back makes each of them wait at least
 #: this long reading its input (a page-cache hit takes a few microseconds)
 MIN_THROTTLED_READ_MS = 0.5

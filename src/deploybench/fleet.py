@@ -47,7 +47,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 FLEET_SCHEMA = 1  # HostCard
 TASK_SCHEMA = 1  # TaskSpec

@@ -46,7 +46,7 @@ from .scenario import CpuMode, HostLoad, PageCache, PlatformName, Processor, Sce
 from .store import FAILED_STATUSES, LOST_STATUS, RunRecord, Store
 
 if TYPE_CHECKING:
-    from .executors import BlockSetDone, Executor
+    from .executors import Executor
 
 #: seconds a launch and a round cost before any is measured (for the first epoch's plan)
 DEFAULT_LAUNCH_S = 3.0

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..datasets.criteo import NUM_DENSE, NUM_SPARSE
 from .backends import check_backend, prepare_model
-from .base import AppError, check_size, read_app_manifest, read_input, reading_input
+from .base import check_size, read_app_manifest, read_input, reading_input
 from .device import ModelDevice, model_device
 
 TOP_K = 10

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from ..footprint import WORKER, FootprintPart

@@ -150,7 +150,7 @@ class LoadgenDriver:
         lg = self._lg
         clock = time.perf_counter_ns
         try:
-            start = t = clock()
+            t = clock()
             if self.inference_only:
                 inputs = [self.cache[index] for _, index, _ in batch]
                 pre = [0] * len(batch)
