@@ -882,7 +882,7 @@ def _sweep_planned(study: Any, planned: list[Any], executor: Any, *, db: Path, p
     labels = {p.key: p.scenario.label for p in planned}
     rows = store.study_runs(study.name)
     groups = make_groups(planned)
-    family = study_family(groups)
+    family = study_family(groups, store, study.name)
     for group in groups:
         for line in undecided_text(plan_group(group, group_state(group, class_rows(rows, group.host_class)),
                                               family=family), labels):

@@ -235,11 +235,13 @@ def plan_lines(study: Study, planned: Sequence[PlannedScenario], store: Any = No
 
     runnable = [p for p in planned if p.skip_reason is None]
     groups = make_groups(planned)
-    family = study_family(groups)
+    own = study_family(groups)
+    family = study_family(groups, store, study.name) if store is not None else own
+    stored = f", with {family - own} claim(s) of the store's report" if family > own else ""
     lines = [f"study {study.name} ({study.source}): {len(planned)} scenarios, "
              f"{len(runnable)} to run in {len(groups)} group(s) of compared scenarios, "
              f"{len(planned) - len(runnable)} skipped; seed {study.seed}; "
-             f"{family} claim pair(s) decided together (Holm)"]
+             f"{own} claim pair(s) decided together (Holm){stored}"]
     rows = store.study_runs(study.name) if store is not None else []
     low = high = 0.0
     bases: set[str] = set()

@@ -309,9 +309,23 @@ def epochs_left(group: Group, state: GroupState, usable: Sequence[str]) -> int:
     return min(by_launches, by_time)
 
 
-def study_family(groups: Sequence[Group]) -> int:
-    """The claims a study's report decides together (Holm): every group's claim pairs."""
-    return sum(len(g.claims()) for g in groups)
+def study_family(groups: Sequence[Group], store: Store | None = None, study: str | None = None) -> int:
+    """The claims a report decides together (Holm) with this study's: every group's claim
+    pairs, plus, with ``store``, every claim a report of the store's runs outside ``study``
+    makes already (other studies, `run`s). Why: a sweep that decided its claims in a family
+    of its own stopped measuring claims that the store's report then left undecided (demo:
+    practices-quick's native-vs-throttled claims, decided at 8 with 3 launch pairs, were
+    undecided among the report's 75). Studies run into the store later still add to the
+    report's family; they cannot be counted before they exist."""
+    own = sum(len(g.claims()) for g in groups)
+    if store is None:
+        return own
+    others = [r for r in store.runs() if r.study != study]
+    if not others:
+        return own
+    from .report.build import family_size
+
+    return own + family_size(others)
 
 
 def plan_group(group: Group, state: GroupState, *, family: int,
@@ -457,7 +471,7 @@ def run_sweep(planned: Sequence[PlannedScenario], store: Store, *, study: str, s
             on_run(p, record)
 
     open_groups = make_groups(planned)
-    family = study_family(open_groups)
+    family = study_family(open_groups, store, study)
     flights: dict[int, _Flight] = {}
     lost_in_a_row: dict[int, int] = {}
     last_loss: dict[int, str] = {}

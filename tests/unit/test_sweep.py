@@ -394,3 +394,25 @@ def test_an_open_selection_gets_the_epochs_to_itself_after_min_launches(store, t
     # it waited for the selection, then came back for its claim: never called "dropped"
     assert decisions[busy_scenario.key].reason not in ("dropped", "decided")
     assert WAITS_FOR_SELECTION not in decisions[busy_scenario.key].detail
+
+
+def test_a_study_decides_its_claims_with_those_the_stores_report_already_makes(store, tmp_path):
+    # practices-quick after paper-quick in one store: its claims face the report's family,
+    # not only its own 2 pairs (PIN vs VNL at 1 and 2 cores)
+    from deploybench.report.build import family_size
+    from deploybench.sweep import study_family
+    from deploybench.synthetic import synthetic_runs
+
+    plan = planned([FakePlatform() for _ in range(4)], tmp_path, RaceRule())
+    groups = make_groups(plan)
+    own = study_family(groups)
+    assert own >= 1 and study_family(groups, store, "mine") == own  # an empty store adds nothing
+    earlier = (synthetic_runs("BM/1/PIN/CPU", 10.0, run_cv=0.005)
+               + synthetic_runs("CN/1/PIN/CPU", 11.0, run_cv=0.005))
+    for record in earlier:
+        record.study = "earlier"
+        store.add(record)
+    stored = family_size(store.runs())
+    assert stored >= 2  # CN vs BM, and best practice 1's claim on the phases
+    assert study_family(groups, store, "mine") == own + stored
+    assert study_family(groups, store, "earlier") == own  # its own runs are not counted twice

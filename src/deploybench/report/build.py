@@ -91,6 +91,22 @@ class Analysis:
         return dict(Counter(c.verdict.value for c in self.claims))
 
 
+def _findings(cells: Sequence[Cell], judge: Judge) -> dict[str, Any]:
+    """Every finding of the report, each claim made through ``judge``."""
+    native = [c for c in cells if not c.emulated]
+    return {"overheads": overheads(native, judge), "scale_ups": scale_ups(native, judge),
+            "pin_gains": pin_gains(native, judge), "condition_effects": condition_effects(native, judge),
+            "gpu_speedups": gpu_speedups(native, judge),
+            "best_practices": best_practices(cells, judge)}
+
+
+def family_size(records: Sequence[RunRecord]) -> int:
+    """The claims a report of ``records`` decides together (Holm): its first pass."""
+    judge = Judge()
+    _findings(build_cells([r for r in records if not is_probe(r)]), judge)
+    return judge.family_size
+
+
 def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints(),
             reference: Any = None, *, margin: float = stats.DEFAULT_MARGIN,
             alpha: float = stats.DEFAULT_ALPHA) -> Analysis:
@@ -102,17 +118,9 @@ def analyze(records: Sequence[RunRecord], constraints: Constraints = Constraints
     # the latency analysis compares scenarios at their own workloads
     cells = build_cells([r for r in records if not is_probe(r)])
     judge = Judge(margin, alpha)
-    native = [c for c in cells if not c.emulated]
-
-    def findings() -> dict[str, Any]:
-        return {"overheads": overheads(native, judge), "scale_ups": scale_ups(native, judge),
-                "pin_gains": pin_gains(native, judge), "condition_effects": condition_effects(native, judge),
-                "gpu_speedups": gpu_speedups(native, judge),
-                "best_practices": best_practices(cells, judge)}
-
-    findings()  # pass 1: every comparison the report makes
+    _findings(cells, judge)  # pass 1: every claim the report makes
     judge.decide()  # one family
-    made = findings()  # pass 2: the family's verdicts
+    made = _findings(cells, judge)  # pass 2: the family's verdicts
     index = {(c.scenario.key, c.host, c.summary.data_set): c for c in cells if not c.emulated}
     emulated = []
     for c in cells:
