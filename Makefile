@@ -9,12 +9,16 @@ install:
 	@bash scripts/install.sh
 
 # The main job: a small real study on this host (data sets are generated on first use),
-# its results table. Run it again to resume: only what is missing runs.
+# its results table. Run it again to resume: only what is missing runs. The two `run`s
+# measure one pair E2E and inference-only in 6 launches each: best practice 5 compares
+# their two ratios, and the sweep drops BM/2/PIN ic after 3 launches (far slower).
 demo: install
 	@mkdir -p demo-out
 	$(VENV)/bin/deploybench doctor
 	$(VENV)/bin/deploybench sweep studies/paper-quick.toml --db $(DEMO_DB)
 	$(VENV)/bin/deploybench sweep studies/practices-quick.toml --db $(DEMO_DB)
+	$(VENV)/bin/deploybench run BM/1/PIN/CPU BM/2/PIN/CPU --app ic --model-size tiny \
+	    --requests 16 --repeat 12 --launches 6 --db $(DEMO_DB)
 	$(VENV)/bin/deploybench run BM/1/PIN/CPU BM/2/PIN/CPU --app ic --model-size tiny \
 	    --requests 16 --repeat 12 --launches 6 --inference-only --db $(DEMO_DB)
 	$(VENV)/bin/deploybench show --db $(DEMO_DB)
