@@ -330,10 +330,6 @@ class Cell:
                 out.append(stats.Round(name or self.id, launch_of(r), float(value), r.block_id))
         return out
 
-    def values(self, metric: str = "e2e") -> list[float]:
-        """Per-round means of ``metric`` (for the ratio-of-ratios of best practice 5)."""
-        return [r.mean_ms for r in self.rounds(metric)]
-
     def phase_share_values(self) -> list[tuple[str, float]]:
         """(launch, pre+post share of pre+infer+post) of every round that timed its phases."""
         out = []

@@ -859,8 +859,7 @@ def level_estimate(name: str, values: Sequence[tuple[str, float]]) -> LevelEstim
     if not values:
         return LevelEstimate(name, math.nan, math.nan, 0)
     groups, n = _group_codes([launch for launch, _ in values])
-    data = np.array([v for _, v in values], dtype=float)
-    means = np.bincount(groups, weights=data, minlength=n) / np.bincount(groups, minlength=n)
+    means, _, _ = _variance_components(np.array([v for _, v in values], dtype=float), groups, n)
     se = float(np.std(means, ddof=1) / math.sqrt(n)) if n >= 2 else math.nan
     return LevelEstimate(name, float(means.mean()), se, n)
 
